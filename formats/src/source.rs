@@ -1,0 +1,309 @@
+//! [`Source`]: the `Read` adapter between the raw upload and the CSV parser.
+//!
+//! It skips the UTF-8 BOM, enforces the physical-line and record size caps *before* the CSV
+//! parser buffers anything (so a 10 GB line never reaches memory), notices a file that ends
+//! inside a quoted cell (the csv crate silently accepts that), records empty lines (which the
+//! csv crate skips without a trace), and transcodes Windows-1252 to UTF-8.
+//!
+//! To know what is quoted it runs the same small state machine as csv-core: a quote opens a
+//! quoted cell only at the start of a cell, and `""` inside one is an escaped quote.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+use crate::encoding::{BOM, cp1252_to_utf8};
+
+/// Raw bytes read from the inner reader at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Why the source refused to go on; carried inside an `io::Error` through the csv crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SourceError {
+    #[error("line {line} is longer than {limit} bytes")]
+    LineTooLong { line: u64, limit: usize },
+    #[error("record at line {line} is longer than {limit} bytes")]
+    RecordTooLong { line: u64, limit: usize },
+    #[error("file ends inside a quoted cell opened at line {line}")]
+    UnterminatedQuote { line: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    /// At the start of a cell.
+    Start,
+    /// Inside an unquoted cell.
+    Unquoted,
+    /// Inside a quoted cell.
+    Quoted,
+    /// Just after a quote inside a quoted cell (closing, or the first of `""`).
+    Closing,
+}
+
+/// The adapter. See the module docs.
+pub(crate) struct Source<R> {
+    inner: R,
+    bom_left: usize,
+    transcode: bool,
+    delimiter: u8,
+    max_line: usize,
+    max_record: usize,
+    state: Quote,
+    /// Current physical line, 1-based.
+    line: u64,
+    line_bytes: usize,
+    /// No byte of the current record seen yet (outside quotes).
+    at_record_start: bool,
+    /// The previous byte was a CR outside quotes (so an LF completes a CRLF).
+    after_cr: bool,
+    record_bytes: usize,
+    record_line: u64,
+    quote_line: u64,
+    /// Runs of empty lines seen outside quoted cells: (first line, count).
+    blank_runs: VecDeque<(u64, u64)>,
+    /// Start lines of records scanned but not yet taken (csv's own line numbers are wrong
+    /// after empty lines and with CRLF, so the physical lines are counted here).
+    record_lines: VecDeque<u64>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    pending_error: Option<SourceError>,
+    eof: bool,
+}
+
+impl<R: Read> Source<R> {
+    pub(crate) fn new(
+        inner: R,
+        bom: bool,
+        transcode: bool,
+        delimiter: u8,
+        max_line: usize,
+        max_record: usize,
+    ) -> Source<R> {
+        Source {
+            inner,
+            bom_left: if bom { BOM.len() } else { 0 },
+            transcode,
+            delimiter,
+            max_line,
+            max_record,
+            state: Quote::Start,
+            line: 1,
+            line_bytes: 0,
+            at_record_start: true,
+            after_cr: false,
+            record_bytes: 0,
+            record_line: 1,
+            quote_line: 1,
+            blank_runs: VecDeque::new(),
+            record_lines: VecDeque::new(),
+            raw: vec![0; CHUNK],
+            out: Vec::with_capacity(CHUNK),
+            out_pos: 0,
+            pending_error: None,
+            eof: false,
+        }
+    }
+
+    /// The physical line the source has read up to (for I/O error messages).
+    pub(crate) fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Takes the first recorded empty line that comes before `line`, if any.
+    pub(crate) fn pop_blank_before(&mut self, line: u64) -> Option<u64> {
+        let (first, count) = self.blank_runs.front_mut()?;
+        if *first >= line {
+            return None;
+        }
+        let taken = *first;
+        *first += 1;
+        *count -= 1;
+        if *count == 0 {
+            self.blank_runs.pop_front();
+        }
+        Some(taken)
+    }
+
+    fn push_blank(&mut self, line: u64) {
+        match self.blank_runs.back_mut() {
+            Some((first, count)) if *first + *count == line => *count += 1,
+            _ => self.blank_runs.push_back((line, 1)),
+        }
+    }
+
+    /// Takes the start line of the next record the CSV parser will yield.
+    pub(crate) fn pop_record_line(&mut self) -> Option<u64> {
+        self.record_lines.pop_front()
+    }
+
+    /// Runs the state machine over `chunk`; on a violation returns how many bytes are
+    /// fine to deliver and the error to raise after them.
+    fn scan(&mut self, chunk: &[u8]) -> Result<(), (usize, SourceError)> {
+        let d = self.delimiter;
+        for (i, &b) in chunk.iter().enumerate() {
+            let in_quotes = self.state == Quote::Quoted;
+            let eol = b == b'\n' || b == b'\r';
+            self.state = match (self.state, b) {
+                (Quote::Start, b'"') => {
+                    self.quote_line = self.line;
+                    Quote::Quoted
+                }
+                (Quote::Start, _) if b == d || eol => Quote::Start,
+                (Quote::Start, _) => Quote::Unquoted,
+                (Quote::Unquoted, _) if b == d || eol => Quote::Start,
+                (Quote::Unquoted, _) => Quote::Unquoted,
+                (Quote::Quoted, b'"') => Quote::Closing,
+                (Quote::Quoted, _) => Quote::Quoted,
+                (Quote::Closing, b'"') => Quote::Quoted,
+                (Quote::Closing, _) if b == d || eol => Quote::Start,
+                (Quote::Closing, _) => Quote::Unquoted,
+            };
+            // Records, as csv-core sees them: outside quotes CR, LF or CRLF ends a record,
+            // and a terminator at the start of a record is an empty line it skips.
+            if !in_quotes {
+                if eol {
+                    let lf_of_crlf = b == b'\n' && self.after_cr;
+                    if !lf_of_crlf {
+                        if self.at_record_start {
+                            self.push_blank(self.line);
+                        }
+                        self.at_record_start = true;
+                        self.record_bytes = 0;
+                    }
+                } else if self.at_record_start {
+                    self.at_record_start = false;
+                    self.record_line = self.line;
+                    self.record_lines.push_back(self.line);
+                }
+            }
+            self.after_cr = b == b'\r' && !in_quotes;
+            self.record_bytes += 1;
+            if b == b'\n' {
+                self.line += 1;
+                self.line_bytes = 0;
+                continue;
+            }
+            self.line_bytes += 1;
+            if self.line_bytes > self.max_line {
+                let limit = self.max_line;
+                return Err((i, SourceError::LineTooLong { line: self.line, limit }));
+            }
+            if self.record_bytes > self.max_record {
+                let (line, limit) = (self.record_line, self.max_record);
+                return Err((i, SourceError::RecordTooLong { line, limit }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and processes the next raw chunk into `out`.
+    fn fill(&mut self) -> io::Result<()> {
+        self.out.clear();
+        self.out_pos = 0;
+        if let Some(e) = self.pending_error.take() {
+            return Err(io::Error::other(e));
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        let n = loop {
+            match self.inner.read(&mut raw) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.raw = raw;
+                    return Err(e);
+                }
+            }
+        };
+        if n == 0 {
+            self.raw = raw;
+            self.eof = true;
+            if self.state == Quote::Quoted {
+                let line = self.quote_line;
+                return Err(io::Error::other(SourceError::UnterminatedQuote { line }));
+            }
+            return Ok(());
+        }
+        let skip = self.bom_left.min(n);
+        self.bom_left -= skip;
+        let mut chunk = &raw[skip..n];
+        if let Err((ok_len, e)) = self.scan(chunk) {
+            chunk = &chunk[..ok_len];
+            self.pending_error = Some(e);
+        }
+        if self.transcode {
+            cp1252_to_utf8(chunk, &mut self.out);
+        } else {
+            self.out.extend_from_slice(chunk);
+        }
+        self.raw = raw;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.out_pos < self.out.len() {
+                let n = buf.len().min(self.out.len() - self.out_pos);
+                buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+                self.out_pos += n;
+                return Ok(n);
+            }
+            if self.eof && self.pending_error.is_none() {
+                return Ok(0);
+            }
+            self.fill()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(src: &mut Source<&[u8]>) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        src.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn strips_bom_and_records_blank_lines_outside_quotes() {
+        let input = b"\xEF\xBB\xBFa,b\n\n\"x\n\ny\",2\r\n\r\n\n1,2\n".as_slice();
+        let mut src = Source::new(input, true, false, b',', 100, 1000);
+        assert_eq!(drain(&mut src).unwrap(), b"a,b\n\n\"x\n\ny\",2\r\n\r\n\n1,2\n");
+        let blanks: Vec<u64> = std::iter::from_fn(|| src.pop_blank_before(u64::MAX)).collect();
+        assert_eq!(blanks, [2, 6, 7]);
+        let records: Vec<u64> = std::iter::from_fn(|| src.pop_record_line()).collect();
+        assert_eq!(records, [1, 3, 8]);
+    }
+
+    #[test]
+    fn long_line_is_refused_after_the_good_lines() {
+        let mut input = b"a,b\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 50));
+        let mut src = Source::new(input.as_slice(), false, false, b',', 20, 1000);
+        let mut buf = [0u8; 1024];
+        let n = src.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"a,b\n"));
+        let err = src.read(&mut buf).unwrap_err();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<SourceError>());
+        assert_eq!(inner, Some(&SourceError::LineTooLong { line: 2, limit: 20 }));
+    }
+
+    #[test]
+    fn unterminated_quote_and_escaped_quotes() {
+        let mut ok = Source::new(b"a,\"b\"\"c\"\nd\"e,f".as_slice(), false, false, b',', 99, 999);
+        assert!(drain(&mut ok).is_ok());
+        let mut bad = Source::new(b"a,b\n1,\"open\n\n".as_slice(), false, false, b',', 99, 999);
+        let err = drain(&mut bad).unwrap_err();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<SourceError>());
+        assert_eq!(inner, Some(&SourceError::UnterminatedQuote { line: 2 }));
+    }
+
+    #[test]
+    fn transcodes_windows_1252() {
+        let mut src = Source::new(b"caf\xE9,\x80\n".as_slice(), false, true, b',', 99, 999);
+        assert_eq!(String::from_utf8(drain(&mut src).unwrap()).unwrap(), "café,€\n");
+    }
+}

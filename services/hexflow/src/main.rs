@@ -1,0 +1,78 @@
+//! `hexflow`: see `hexflow --help`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hexflow::{client, dev, shutdown_signal};
+use shared::{config::DbConfig, metrics::Metrics};
+
+/// hexflow: vulnerability-scanner CSV imports into PostgreSQL with live progress.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole stack in one process (embedded NATS and PostgreSQL unless configured).
+    Dev(dev::DevConfig),
+    /// The upload gateway alone.
+    UploadGateway(upload_gateway::Config),
+    /// An import worker alone.
+    ImportWorker(import_worker::Config),
+    /// Apply database migrations and exit.
+    Migrate {
+        /// Database to migrate.
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Upload a scan export and follow its import.
+    Import(client::ImportArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Dev(config) => dev::run(config).await,
+        Command::UploadGateway(config) => {
+            shared::telemetry::init(&config.telemetry, "info,upload_gateway=debug,sqlx=warn");
+            let gateway = upload_gateway::Gateway::build(config).await?;
+            gateway.run_until_stopped(shutdown_signal()).await
+        }
+        Command::ImportWorker(config) => {
+            shared::telemetry::init(&config.telemetry, "info,import_worker=debug,sqlx=warn");
+            let listen = config.listen;
+            let worker = import_worker::Worker::connect(config, Metrics::default()).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding HEXFLOW_WORKER_LISTEN={listen}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "worker ops endpoints listening");
+            let ops = axum::serve(listener, shared::ops::router(worker.ops()));
+            tokio::spawn(async move { ops.await });
+            worker.run(shutdown_signal()).await
+        }
+        Command::Migrate { db } => {
+            shared::telemetry::init(&Default::default(), "info");
+            let pool = shared::db::pool(&db)?;
+            shared::db::wait_until_reachable(&pool, std::time::Duration::from_secs(60)).await?;
+            shared::db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Import(args) => {
+            let code = client::run(args).await?;
+            std::process::exit(code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,112 @@
+//! Import worker configuration, from the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use shared::config::{DbConfig, NatsConfig, TelemetryConfig};
+
+/// Everything an import worker needs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Address of the worker's ops endpoints (/healthz, /readyz, /metrics).
+    #[arg(
+        long = "worker-listen",
+        env = "HEXFLOW_WORKER_LISTEN",
+        value_name = "HEXFLOW_WORKER_LISTEN",
+        default_value = "127.0.0.1:8990"
+    )]
+    pub listen: SocketAddr,
+    /// Imports this worker runs at once.
+    #[arg(long = "concurrency", env = "HEXFLOW_WORKER_CONCURRENCY", value_name = "HEXFLOW_WORKER_CONCURRENCY",
+          default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Seconds without a sign of life before JetStream redelivers a job (kept alive while working).
+    #[arg(long = "ack-wait-secs", env = "HEXFLOW_WORKER_ACK_WAIT_SECS", value_name = "HEXFLOW_WORKER_ACK_WAIT_SECS",
+          default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ack_wait_secs: u64,
+    /// Deliveries of one job before it is given up as `error`.
+    #[arg(long = "max-deliver", env = "HEXFLOW_WORKER_MAX_DELIVER", value_name = "HEXFLOW_WORKER_MAX_DELIVER",
+          default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub max_deliver: i64,
+    /// Share of invalid rows (0–1) above which an import fails instead of skipping them.
+    #[arg(long = "max-invalid-ratio", env = "HEXFLOW_MAX_INVALID_RATIO", value_name = "HEXFLOW_MAX_INVALID_RATIO",
+          default_value_t = 0.5, value_parser = parse_ratio)]
+    pub max_invalid_ratio: f64,
+    /// Invalid rows recorded per import (all are counted).
+    #[arg(
+        long = "max-row-errors",
+        env = "HEXFLOW_MAX_ROW_ERRORS",
+        value_name = "HEXFLOW_MAX_ROW_ERRORS",
+        default_value_t = 1000
+    )]
+    pub max_row_errors: usize,
+    /// Longest physical line accepted, in bytes.
+    #[arg(long = "max-line-bytes", env = "HEXFLOW_MAX_LINE_BYTES", value_name = "HEXFLOW_MAX_LINE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_line_bytes: usize,
+    /// Keep uploaded files in the object store after their import ends.
+    #[arg(long = "keep-uploads", env = "HEXFLOW_KEEP_UPLOADS", value_name = "HEXFLOW_KEEP_UPLOADS", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub keep_uploads: bool,
+    /// Publish intermediate progress events (phase changes and the end are always published).
+    #[arg(long = "progress-events", env = "HEXFLOW_PROGRESS_EVENTS", value_name = "HEXFLOW_PROGRESS_EVENTS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub progress_events: bool,
+    /// Least time between two intermediate progress events of one import, in ms.
+    #[arg(
+        long = "progress-interval-ms",
+        env = "HEXFLOW_WORKER_PROGRESS_INTERVAL_MS",
+        value_name = "HEXFLOW_WORKER_PROGRESS_INTERVAL_MS",
+        default_value_t = 50
+    )]
+    pub progress_interval_ms: u64,
+    /// Seconds to let jobs in hand finish on shutdown before they are handed back to the queue.
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "HEXFLOW_WORKER_SHUTDOWN_GRACE_SECS",
+        value_name = "HEXFLOW_WORKER_SHUTDOWN_GRACE_SECS",
+        default_value_t = 30
+    )]
+    pub shutdown_grace_secs: u64,
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    /// PostgreSQL connection.
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{raw:?} is not a share between 0 and 1")),
+    }
+}
+
+impl Config {
+    /// A config for tests and `hexflow dev`: the given NATS and database, defaults elsewhere.
+    pub fn local(nats: NatsConfig, db: DbConfig) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            concurrency: 2,
+            ack_wait_secs: 30,
+            max_deliver: 5,
+            max_invalid_ratio: 0.5,
+            max_row_errors: 1000,
+            max_line_bytes: 4 * 1024 * 1024,
+            keep_uploads: false,
+            progress_events: true,
+            progress_interval_ms: 50,
+            shutdown_grace_secs: 30,
+            nats,
+            db,
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+
+    /// `ack_wait` as a duration.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs)
+    }
+}

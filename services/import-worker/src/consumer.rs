@@ -1,0 +1,85 @@
+//! The pull loop: one job fetched per free slot (so no job waits in a worker's buffer while its
+//! ack timer runs), each run in its own task.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use futures::StreamExt;
+use shared::names;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Worker, job};
+
+/// Creates (or opens) the durable consumer all workers share.
+pub async fn consumer(worker: &Worker) -> anyhow::Result<PullConsumer> {
+    let stream = worker.nats.js.get_stream(names::JOBS_STREAM).await?;
+    let config = pull::Config {
+        durable_name: Some(names::WORKERS_CONSUMER.into()),
+        description: Some("hexflow import workers".into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: worker.config.ack_wait(),
+        max_deliver: worker.config.max_deliver,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    let consumer: PullConsumer = stream.get_or_create_consumer(names::WORKERS_CONSUMER, config).await?;
+    Ok(consumer)
+}
+
+/// Runs jobs until `shutdown`, then lets jobs in hand finish for the grace period.
+pub async fn consume(worker: Worker, consumer: PullConsumer, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(worker.config.concurrency as usize));
+    let mut tasks = JoinSet::new();
+    let mut failures = 0u32;
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages() => batch,
+        };
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                failures += 1;
+                let delay = Duration::from_millis((200u64 << failures.min(5)).min(5_000));
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "fetching jobs failed");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = batch.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                failures = 0;
+                let worker = worker.clone();
+                tasks.spawn(async move {
+                    job::handle(worker, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(err)) => {
+                failures += 1;
+                tracing::warn!(error = %err, "job fetch failed");
+                tokio::time::sleep(Duration::from_millis((200u64 << failures.min(5)).min(5_000))).await;
+            }
+            None => {}
+        }
+    }
+    let grace = Duration::from_secs(worker.config.shutdown_grace_secs);
+    if !tasks.is_empty() {
+        tracing::info!(jobs = tasks.len(), grace_secs = grace.as_secs(), "stopping: waiting for jobs in hand");
+    }
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(jobs = tasks.len(), "jobs still running after the grace period; they will be redelivered");
+        tasks.abort_all();
+    }
+}

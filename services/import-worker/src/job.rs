@@ -1,0 +1,388 @@
+//! One import attempt, end to end: claim, load, merge, finalize; and what each failure means for
+//! the job message (ack, nak with backoff, term).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use formats::{Format, Limits};
+use futures::StreamExt;
+use shared::{
+    ImportJob, Phase,
+    events::{ErrorDetails, ErrorInfo, Metadata, PartialResults, Summary},
+    names,
+    telemetry::TraceContext,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    Worker,
+    error::{JobError, Result, StepExt},
+    load::{self, LoadSpec},
+    merge::{self, MergeSpec},
+    progress::Reporter,
+};
+
+/// The state of the import row when a delivery arrives.
+#[derive(sqlx::FromRow)]
+struct Claim {
+    last_seq: i64,
+    size_bytes: i64,
+}
+
+/// Handles one delivery of a job message, from parse to acknowledgement.
+pub async fn handle(worker: Worker, message: Message) {
+    let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
+    let job: ImportJob = match serde_json::from_slice(&message.payload) {
+        Ok(job) => job,
+        Err(err) => {
+            tracing::error!(error = %err, "malformed job message; dropping it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let trace = TraceContext::from_nats_headers(message.headers.as_ref())
+        .or_else(|| job.traceparent.as_deref().and_then(TraceContext::parse));
+    let span = tracing::info_span!(
+        "import",
+        import_id = %job.import_id,
+        attempt,
+        trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default()
+    );
+    async move {
+        let heartbeat = spawn_heartbeat(message.clone(), worker.config.ack_wait());
+        let ack = run(&worker, &job, attempt, trace).await;
+        heartbeat.abort();
+        if let Err(err) = message.ack_with(ack).await {
+            tracing::warn!(error = %err, ?ack, "could not acknowledge the job; it may be delivered again");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Tells JetStream the job is alive, a few times per `ack_wait`.
+fn spawn_heartbeat(message: Message, ack_wait: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ack_wait / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(err) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!(error = %err, "in-progress ack failed");
+            }
+        }
+    })
+}
+
+/// Runs the attempt and decides the acknowledgement.
+async fn run(worker: &Worker, job: &ImportJob, attempt: u32, trace: Option<TraceContext>) -> AckKind {
+    let id = job.import_id;
+    let staging = names::staging_table(id);
+    // Subscribe before looking for an earlier request, so none falls in between.
+    let cancel = CancellationToken::new();
+    let listener = match worker.nats.client.subscribe(names::cancel_subject(id)).await {
+        Ok(mut sub) => {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                if sub.next().await.is_some() {
+                    tracing::info!("cancel request received");
+                    cancel.cancel();
+                }
+            })
+        }
+        Err(err) => return retry_later(worker, job, attempt, &format!("subscribing to cancel requests: {err}")).await,
+    };
+    let ack = attempt_import(worker, job, attempt, trace, &staging, &cancel).await;
+    listener.abort();
+    ack
+}
+
+async fn attempt_import(
+    worker: &Worker,
+    job: &ImportJob,
+    attempt: u32,
+    trace: Option<TraceContext>,
+    staging: &str,
+    cancel: &CancellationToken,
+) -> AckKind {
+    let id = job.import_id;
+    let db = &worker.db;
+    let status: Option<String> =
+        match sqlx::query_scalar("SELECT status FROM imports WHERE id = $1").bind(id).fetch_optional(db).await {
+            Ok(s) => s,
+            Err(err) => return retry_later(worker, job, attempt, &format!("reading the import: {err}")).await,
+        };
+    match status.as_deref() {
+        None => {
+            tracing::warn!("job for an import that does not exist; dropping it");
+            return AckKind::Term;
+        }
+        Some("completed" | "error" | "cancelled") => {
+            // A redelivery after the end (e.g. a crash between commit and ack): just clean up.
+            let _ = merge::drop_staging(db, staging).await;
+            tracing::info!(status = status.as_deref(), "import already ended; acknowledging the redelivery");
+            return AckKind::Ack;
+        }
+        _ => {}
+    }
+    let cancelled_before = match worker.nats.cancel_requested(id).await {
+        Ok(c) => c,
+        Err(err) => return retry_later(worker, job, attempt, &format!("checking cancel requests: {err}")).await,
+    };
+    let claim: Option<Claim> = match sqlx::query_as(
+        "UPDATE imports SET status = 'processing', attempts = greatest(attempts, $2), started_at = coalesce(started_at, now())
+         WHERE id = $1 AND status IN ('queued', 'processing')
+         RETURNING last_seq, size_bytes",
+    )
+    .bind(id)
+    .bind(attempt as i32)
+    .fetch_optional(db)
+    .await
+    {
+        Ok(c) => c,
+        Err(err) => return retry_later(worker, job, attempt, &format!("claiming the import: {err}")).await,
+    };
+    let Some(claim) = claim else {
+        tracing::info!("import ended while queued; acknowledging");
+        return AckKind::Ack;
+    };
+    let snapshot_seq = worker.nats.last_progress(id).await.ok().flatten().map(|e| e.seq).unwrap_or(0);
+    let mut reporter = Reporter::new(
+        worker.nats.clone(),
+        db.clone(),
+        trace,
+        id,
+        attempt,
+        snapshot_seq.max(claim.last_seq as u64),
+        claim.size_bytes as u64,
+        Metadata {
+            operation: "csv-import".into(),
+            filename: job.filename.clone(),
+            format: job.format.clone(),
+            scan_date: job.scan_date.clone(),
+            current_step: 1,
+            total_steps: crate::progress::TOTAL_STEPS,
+        },
+        Duration::from_millis(worker.config.progress_interval_ms),
+        worker.config.progress_events,
+        worker.merge_rate(),
+    );
+    if cancelled_before {
+        cancel.cancel();
+    }
+    worker.metrics.jobs_active.add(1);
+    let result = pipeline(worker, job, staging, &mut reporter, cancel).await;
+    worker.metrics.jobs_active.add(-1);
+    let _ = merge::drop_staging(db, staging).await;
+    let partial = reporter.partial_results();
+    match result {
+        Ok(summary) => {
+            worker.metrics.jobs_completed.inc();
+            worker.metrics.rows.add(summary.rows);
+            tracing::info!(
+                rows = summary.rows,
+                new = summary.new,
+                resolved = summary.resolved,
+                ms = summary.duration_ms,
+                "import completed"
+            );
+            if let Err(err) = reporter.completed(summary).await {
+                tracing::warn!(error = %err, "completed event not published; the import row says completed");
+            }
+            delete_upload(worker, job).await;
+            AckKind::Ack
+        }
+        Err(JobError::Cancelled) => {
+            worker.metrics.jobs_cancelled.inc();
+            tracing::info!("import cancelled; staging dropped, findings untouched");
+            if let Err(err) = reporter.cancelled(partial).await {
+                tracing::error!(error = %err, "could not record the cancellation");
+                return AckKind::Nak(Some(Duration::from_secs(1)));
+            }
+            delete_upload(worker, job).await;
+            AckKind::Term
+        }
+        Err(JobError::Invalid(info)) => {
+            worker.metrics.jobs_failed.inc();
+            tracing::warn!(code = %info.code, message = %info.message, "import failed: the file cannot be imported");
+            if let Err(err) = reporter.failed(info, partial).await {
+                tracing::error!(error = %err, "could not record the failure");
+            }
+            delete_upload(worker, job).await;
+            AckKind::Term
+        }
+        Err(err @ JobError::Transient { .. }) => {
+            tracing::warn!(error = %err, "attempt failed");
+            if i64::from(attempt) >= worker.config.max_deliver {
+                give_up(worker, job, &mut reporter, &err.to_string(), partial).await;
+                return AckKind::Term;
+            }
+            let delay = backoff(attempt);
+            let _ =
+                reporter.retrying(format!("Attempt {attempt} failed ({err}); retrying in {}s", delay.as_secs())).await;
+            AckKind::Nak(Some(delay))
+        }
+    }
+}
+
+/// The steps, each behind the previous one's success.
+async fn pipeline(
+    worker: &Worker,
+    job: &ImportJob,
+    staging: &str,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Summary> {
+    let db = &worker.db;
+    let format = Format::parse(&job.format).ok_or_else(|| {
+        JobError::invalid(
+            "UNKNOWN_FORMAT",
+            format!("format {:?} is not one this worker knows", job.format),
+            ErrorDetails::default(),
+            &["Upgrade the workers to the gateway's version."],
+        )
+    })?;
+    reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
+    merge::create_staging(db, staging).await?;
+    sqlx::query("DELETE FROM import_row_errors WHERE import_id = $1")
+        .bind(job.import_id)
+        .execute(db)
+        .await
+        .step("clearing earlier row errors")?;
+    let limits = Limits { max_line_bytes: worker.config.max_line_bytes, ..Limits::default() };
+    let spec =
+        LoadSpec { object_key: &job.object_key, format, staging, limits, max_row_errors: worker.config.max_row_errors };
+    let loaded = load::load(db, &worker.nats, spec, reporter, cancel).await?;
+    reporter.loaded(loaded.counters);
+    record_row_errors(db, job.import_id, &loaded.row_errors).await?;
+    let c = loaded.counters;
+    if c.invalid > 0 && c.invalid as f64 > worker.config.max_invalid_ratio * c.rows as f64 {
+        let first = loaded.row_errors.first();
+        return Err(JobError::Invalid(ErrorInfo {
+            code: "TOO_MANY_INVALID_ROWS".into(),
+            message: format!(
+                "{} of {} rows are invalid (more than {:.0}%); nothing was imported. First problem: {}",
+                c.invalid,
+                c.rows,
+                worker.config.max_invalid_ratio * 100.0,
+                first.map(|e| format!("line {}: {}", e.line, e.message)).unwrap_or_default()
+            ),
+            details: first
+                .map(|e| ErrorDetails {
+                    line: Some(e.line),
+                    column: Some(e.column.clone()),
+                    value: Some(e.value.clone()),
+                    expected: Some(e.expected.clone()),
+                })
+                .unwrap_or_default(),
+            recovery_suggestions: vec![
+                "Download the list of invalid rows and fix them in the scanner or the file.".into(),
+                "Check that the format detected matches the scanner that produced the file.".into(),
+            ],
+        }));
+    }
+    if cancel.is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
+    reporter.phase(Phase::Processing, format!("Merging {} findings", loaded.findings)).await?;
+    let merge_started = std::time::Instant::now();
+    let summary = Summary { rows: c.rows, validation_errors: c.invalid, ..Summary::default() };
+    let spec = MergeSpec {
+        import_id: job.import_id,
+        tenant: &job.tenant,
+        scanner: format.scanner(),
+        scan_date: &job.scan_date,
+        staging,
+    };
+    let seq = reporter.next_seq();
+    let summary = merge::merge(db, &spec, summary, seq, reporter, cancel).await?;
+    worker.observe_merge(loaded.findings, merge_started.elapsed());
+    Ok(summary)
+}
+
+/// Stores the first invalid rows for the report.
+async fn record_row_errors(db: &sqlx::PgPool, import_id: Uuid, errors: &[formats::RowError]) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&formats::RowError) -> String| errors.iter().map(f).collect::<Vec<String>>();
+    sqlx::query(
+        "INSERT INTO import_row_errors (import_id, line, column_name, value, code, expected, message)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+    )
+    .bind(import_id)
+    .bind(errors.iter().map(|e| e.line as i64).collect::<Vec<_>>())
+    .bind(column(|e| e.column.clone()))
+    .bind(column(|e| e.value.replace('\0', "")))
+    .bind(column(|e| e.code.to_string()))
+    .bind(column(|e| e.expected.clone()))
+    .bind(column(|e| e.message.clone()))
+    .execute(db)
+    .await
+    .step("recording invalid rows")?;
+    Ok(())
+}
+
+/// Naks a delivery that failed before the import was claimed, or gives up on the last one.
+async fn retry_later(worker: &Worker, job: &ImportJob, attempt: u32, cause: &str) -> AckKind {
+    tracing::warn!(cause, "attempt could not start");
+    if i64::from(attempt) >= worker.config.max_deliver {
+        mark_failed(worker, job, attempt, cause).await;
+        return AckKind::Term;
+    }
+    AckKind::Nak(Some(backoff(attempt)))
+}
+
+async fn give_up(worker: &Worker, job: &ImportJob, reporter: &mut Reporter, cause: &str, partial: PartialResults) {
+    worker.metrics.jobs_failed.inc();
+    let info = gave_up_error(worker.config.max_deliver, cause);
+    if let Err(err) = reporter.failed(info, partial).await {
+        tracing::error!(error = %err, "could not record the failure");
+    }
+    delete_upload(worker, job).await;
+}
+
+/// The error shown when every delivery failed for reasons outside the file.
+pub fn gave_up_error(attempts: i64, cause: &str) -> ErrorInfo {
+    ErrorInfo {
+        code: "IMPORT_FAILED".into(),
+        message: format!("The import failed {attempts} times and was given up. Last cause: {cause}"),
+        details: ErrorDetails::default(),
+        recovery_suggestions: vec![
+            "Upload the file again once the service is healthy (see /readyz).".into(),
+            "If it keeps failing, send the worker logs for this import id to your operator.".into(),
+        ],
+    }
+}
+
+/// Records the failure of an import that was never claimed (used when giving up early).
+async fn mark_failed(worker: &Worker, job: &ImportJob, attempt: u32, cause: &str) {
+    crate::cancel::end_unclaimed(
+        worker,
+        job.import_id,
+        attempt,
+        shared::Status::Error,
+        Some(gave_up_error(attempt.into(), cause)),
+    )
+    .await;
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs((2u64 << attempt.min(5)).min(60))
+}
+
+async fn delete_upload(worker: &Worker, job: &ImportJob) {
+    if worker.config.keep_uploads {
+        return;
+    }
+    match worker.nats.uploads().await {
+        Ok(store) => {
+            if let Err(err) = store.delete(&job.object_key).await {
+                tracing::warn!(object = %job.object_key, error = %err, "could not delete the uploaded file");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "could not open the uploads bucket"),
+    }
+}

@@ -1,0 +1,138 @@
+//! The import worker: a stateless JetStream consumer that streams each uploaded scan export
+//! through the format reader into PostgreSQL (COPY into an UNLOGGED staging table, then one
+//! merge transaction into the final tables) and publishes progress as it goes.
+//!
+//! Consumes: `hexflow.jobs.import` (durable `import-workers`, explicit ack, in-progress acks),
+//! `hexflow.cancel.*`, the max-deliveries advisory of the job consumer. Publishes:
+//! `hexflow.progress.<id>`. Tables: `imports`, `import_row_errors`, `import_staging_<id>`,
+//! `scanner_checks`, `vulnerabilities`.
+//!
+//! # Layout
+//! - [`config`]: `Config` from the environment.
+//! - [`error`]: `JobError` and what each variant means for the job message.
+//! - `consumer`: the pull loop with bounded concurrency.
+//! - `job`: one attempt, from claim to acknowledgement.
+//! - `load`: object → format reader → COPY.
+//! - `merge`: the lifecycle merge transaction.
+//! - `progress`: events, coalescing, ETA.
+//! - `cancel`: ending imports no worker holds.
+
+mod cancel;
+pub mod config;
+mod consumer;
+pub mod error;
+mod job;
+mod load;
+mod merge;
+mod progress;
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use shared::{
+    Nats,
+    metrics::{Counter, Gauge, Metrics},
+    ops,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A connected worker; cheap to clone (every job task holds one).
+#[derive(Clone)]
+pub struct Worker {
+    /// Imports, staging and final tables.
+    db: PgPool,
+    /// Jobs, object store, progress and cancel subjects.
+    nats: Nats,
+    /// Limits and behaviour.
+    config: Arc<Config>,
+    /// What `/metrics` shows.
+    metrics: WorkerMetrics,
+    /// Measured merge speed (findings/s), for ETAs; starts from a typical figure.
+    merge_rate: Arc<Mutex<f64>>,
+    /// Registry the metrics live in.
+    registry: Metrics,
+}
+
+#[derive(Clone)]
+struct WorkerMetrics {
+    jobs_active: Gauge,
+    jobs_completed: Counter,
+    jobs_failed: Counter,
+    jobs_cancelled: Counter,
+    rows: Counter,
+}
+
+impl Worker {
+    /// Connects to NATS and PostgreSQL (retrying until they answer) and provisions the streams.
+    pub async fn connect(config: Config, registry: Metrics) -> anyhow::Result<Worker> {
+        let nats = Nats::connect(&config.nats, "hexflow-import-worker").await?;
+        nats.provision(config.nats.replicas).await?;
+        let db = shared::db::pool(&config.db)?;
+        shared::db::wait_until_reachable(&db, Duration::from_secs(60)).await?;
+        let metrics = WorkerMetrics {
+            jobs_active: registry.gauge("hexflow_worker_jobs_active", "Imports running in this worker"),
+            jobs_completed: registry.counter("hexflow_worker_jobs_completed_total", "Imports completed"),
+            jobs_failed: registry.counter("hexflow_worker_jobs_failed_total", "Imports ended in error"),
+            jobs_cancelled: registry.counter("hexflow_worker_jobs_cancelled_total", "Imports cancelled"),
+            rows: registry.counter("hexflow_worker_rows_total", "Data rows imported"),
+        };
+        Ok(Worker {
+            db,
+            nats,
+            config: Arc::new(config),
+            metrics,
+            merge_rate: Arc::new(Mutex::new(150_000.0)),
+            registry,
+        })
+    }
+
+    /// The ops endpoints' view of this worker.
+    pub fn ops(&self) -> ops::Ops {
+        ops::Ops {
+            service: "import-worker",
+            checks: vec![("nats", ops::nats_check(self.nats.clone())), ("postgres", ops::db_check(self.db.clone()))],
+            metrics: self.registry.clone(),
+        }
+    }
+
+    /// Runs jobs until `shutdown` resolves; jobs in hand get the grace period to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let consumer = consumer::consumer(&self).await?;
+        let stop = CancellationToken::new();
+        let watchers = [
+            tokio::spawn(cancel::watch_cancel_requests(self.clone())),
+            tokio::spawn(cancel::watch_exhausted_jobs(self.clone())),
+        ];
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        tracing::info!(concurrency = self.config.concurrency, "import worker consuming jobs");
+        consumer::consume(self, consumer, stop).await;
+        for w in watchers {
+            w.abort();
+        }
+        Ok(())
+    }
+
+    fn merge_rate(&self) -> f64 {
+        *self.merge_rate.lock().expect("merge rate lock is never poisoned")
+    }
+
+    /// Folds one merge's speed into the estimate used for ETAs.
+    fn observe_merge(&self, findings: u64, took: Duration) {
+        if findings < 1000 || took.is_zero() {
+            return;
+        }
+        let rate = findings as f64 / took.as_secs_f64();
+        let mut current = self.merge_rate.lock().expect("merge rate lock is never poisoned");
+        *current = 0.5 * *current + 0.5 * rate;
+    }
+}

@@ -1,0 +1,326 @@
+//! Loading: the uploaded object streamed through the format reader into batched `COPY` into the
+//! import's UNLOGGED staging table. Parsing runs on a blocking thread; batches of about 1 MiB
+//! cross a bounded channel, so memory stays flat whatever the file size.
+
+use std::{
+    collections::HashSet,
+    io::{Cursor, Read},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use formats::{Finding, Format, Limits, ReadError, Row, RowError, ScanReader};
+use shared::events::ErrorDetails;
+use sqlx::{PgPool, postgres::PgPoolCopyExt};
+use tokio::{
+    io::{AsyncRead, ReadBuf},
+    sync::mpsc,
+};
+use tokio_util::{io::SyncIoBridge, sync::CancellationToken};
+
+use crate::{
+    error::{JobError, Result, StepExt},
+    progress::{Counters, Reporter},
+};
+
+/// Bytes of CSV gathered before one `COPY` send.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Bytes read before parsing to find the encoding, delimiter and header.
+const SNIFF_BYTES: usize = 1024 * 1024;
+/// Columns of the staging table, in the order rows are written.
+const STAGING_COLUMNS: &str = "line, asset, check_id, port, protocol, cves, severity, cvss, vpr, title, description, solution, output, first_seen, last_seen, fixed";
+
+/// What loading produced.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Rows, bytes and invalid rows.
+    pub counters: Counters,
+    /// Findings written to staging (a row can give several, e.g. one per port).
+    pub findings: u64,
+    /// The first invalid rows (capped).
+    pub row_errors: Vec<RowError>,
+}
+
+/// What crosses from the parsing thread to the COPY loop.
+enum Message {
+    /// The header was found; loading begins.
+    Sniffed(Format),
+    /// CSV text for the staging table.
+    Batch(Vec<u8>),
+    /// End of file.
+    Done { findings: u64, row_errors: Vec<RowError> },
+    /// The file cannot be read further.
+    Failed(JobError),
+}
+
+/// Live counters shared with the parsing thread.
+#[derive(Default)]
+struct Live {
+    rows: AtomicU64,
+    bytes: Arc<AtomicU64>,
+    invalid: AtomicU64,
+}
+
+impl Live {
+    fn counters(&self) -> Counters {
+        Counters {
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Settings of one load.
+pub struct LoadSpec<'a> {
+    /// Name of the uploaded object.
+    pub object_key: &'a str,
+    /// Format recorded at upload.
+    pub format: Format,
+    /// The staging table to fill.
+    pub staging: &'a str,
+    /// Per-line and per-cell caps.
+    pub limits: Limits,
+    /// Invalid rows kept for the report.
+    pub max_row_errors: usize,
+}
+
+/// Streams the object into the staging table, reporting progress, until the end or a cancel.
+pub async fn load(
+    db: &PgPool,
+    nats: &shared::Nats,
+    spec: LoadSpec<'_>,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Loaded> {
+    let store = nats.uploads().await.step("opening uploads bucket")?;
+    let object = store.get(spec.object_key).await.map_err(|e| {
+        JobError::invalid(
+            "UPLOAD_MISSING",
+            format!("the uploaded file is no longer in the object store ({e})"),
+            ErrorDetails::default(),
+            &["Upload the file again."],
+        )
+    })?;
+    let live = Arc::new(Live::default());
+    let counting = CountingReader { inner: object, count: live.bytes.clone() };
+    let (tx, mut rx) = mpsc::channel::<Message>(4);
+    let parser = {
+        let live = live.clone();
+        let (format, limits, max_errors) = (spec.format, spec.limits, spec.max_row_errors);
+        tokio::task::spawn_blocking(move || parse(SyncIoBridge::new(counting), format, limits, max_errors, &live, &tx))
+    };
+
+    let copy_sql = format!(
+        "COPY {} ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (asset, check_id, protocol, output))",
+        spec.staging
+    );
+    let mut copy = db.copy_in_raw(&copy_sql).await.step("starting COPY into staging")?;
+    let outcome = loop {
+        let message = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Err(JobError::Cancelled),
+            message = rx.recv() => message,
+        };
+        match message {
+            Some(Message::Sniffed(format)) => {
+                reporter.phase(shared::Phase::Loading, format!("Loading {} rows into staging", format.name())).await?;
+            }
+            Some(Message::Batch(bytes)) => {
+                if let Err(e) = copy.send(bytes).await {
+                    break Err(JobError::Transient { step: "copying rows to staging", cause: e.to_string() });
+                }
+                reporter.loading(live.counters()).await?;
+            }
+            Some(Message::Done { findings, row_errors }) => break Ok((findings, row_errors)),
+            Some(Message::Failed(err)) => break Err(err),
+            None => break Err(JobError::Transient { step: "parsing the file", cause: "the parser stopped".into() }),
+        }
+    };
+    drop(rx);
+    match outcome {
+        Ok((findings, row_errors)) => {
+            copy.finish().await.step("finishing COPY into staging")?;
+            let _ = parser.await;
+            Ok(Loaded { counters: live.counters(), findings, row_errors })
+        }
+        Err(err) => {
+            // Always end the COPY, so the connection goes back to the pool clean.
+            let _ = copy.abort(err.to_string()).await;
+            let _ = parser.await;
+            Err(err)
+        }
+    }
+}
+
+/// The parsing thread: sniff, read rows, write CSV batches.
+fn parse(
+    mut raw: impl Read,
+    format: Format,
+    limits: Limits,
+    max_errors: usize,
+    live: &Live,
+    tx: &mpsc::Sender<Message>,
+) {
+    let send = |m: Message| tx.blocking_send(m).is_ok();
+    let mut prefix = Vec::with_capacity(64 * 1024);
+    if let Err(e) = (&mut raw).take(SNIFF_BYTES as u64).read_to_end(&mut prefix) {
+        send(Message::Failed(JobError::Transient { step: "reading the uploaded file", cause: e.to_string() }));
+        return;
+    }
+    let complete = prefix.len() < SNIFF_BYTES;
+    let sniffed = match formats::sniff(&prefix, complete, Some(format)) {
+        Ok(s) => s,
+        Err(e) => {
+            let suggestions = [
+                "Check that the file is the scanner's CSV export, unchanged.",
+                "Choose the format explicitly if detection picked the wrong one.",
+            ];
+            send(Message::Failed(JobError::invalid(
+                e.code(),
+                e.to_string(),
+                ErrorDetails { expected: Some(e.expected()), ..Default::default() },
+                &suggestions,
+            )));
+            return;
+        }
+    };
+    let mut reader = match ScanReader::new(Cursor::new(prefix).chain(raw), &sniffed, limits) {
+        Ok(r) => r,
+        Err(e) => {
+            send(Message::Failed(read_error(e)));
+            return;
+        }
+    };
+    if !send(Message::Sniffed(sniffed.format)) {
+        return;
+    }
+    let mut writer = StagingWriter::default();
+    let mut row_errors = Vec::new();
+    let mut findings = 0u64;
+    while let Some(row) = reader.next_row() {
+        match row {
+            Ok(Row::Findings(list)) => {
+                live.rows.fetch_add(1, Ordering::Relaxed);
+                for finding in &list {
+                    writer.write(finding);
+                    findings += 1;
+                }
+            }
+            Ok(Row::Blank { .. }) => {}
+            Ok(Row::Invalid(err)) => {
+                live.rows.fetch_add(1, Ordering::Relaxed);
+                live.invalid.fetch_add(1, Ordering::Relaxed);
+                if row_errors.len() < max_errors {
+                    row_errors.push(err);
+                }
+            }
+            Err(e) => {
+                send(Message::Failed(read_error(e)));
+                return;
+            }
+        }
+        if writer.len() >= BATCH_BYTES && !send(Message::Batch(writer.take())) {
+            return;
+        }
+    }
+    if writer.len() > 0 && !send(Message::Batch(writer.take())) {
+        return;
+    }
+    send(Message::Done { findings, row_errors });
+}
+
+fn read_error(e: ReadError) -> JobError {
+    let suggestions: &[&str] = match e.code() {
+        "LINE_TOO_LONG" => &[
+            "Check that the file is a CSV export and not another kind of file.",
+            "Raise HEXFLOW_MAX_LINE_BYTES if such lines are expected.",
+        ],
+        _ => &[
+            "Check that the file is complete and was exported as CSV.",
+            "Export it again from the scanner and re-upload.",
+        ],
+    };
+    JobError::invalid(e.code(), e.to_string(), ErrorDetails { line: e.line(), ..Default::default() }, suggestions)
+}
+
+/// Encodes findings as CSV rows of the staging table. Check text is written only with the
+/// first finding of each check, since it repeats on every row of the file.
+struct StagingWriter {
+    writer: csv::Writer<Vec<u8>>,
+    checks_seen: HashSet<String>,
+}
+
+impl Default for StagingWriter {
+    fn default() -> Self {
+        StagingWriter { writer: new_writer(), checks_seen: HashSet::new() }
+    }
+}
+
+fn new_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(BATCH_BYTES + 64 * 1024))
+}
+
+impl StagingWriter {
+    fn len(&self) -> usize {
+        self.writer.get_ref().len()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.writer, new_writer()).into_inner().expect("flushing into a Vec cannot fail")
+    }
+
+    fn write(&mut self, f: &Finding) {
+        let first_of_check = self.checks_seen.insert(f.check_id.clone());
+        let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
+        let (title, description, solution) =
+            if first_of_check { (title, f.description.as_str(), f.solution.as_str()) } else { ("", "", "") };
+        let opt = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
+        let w = &mut self.writer;
+        let result = (|| -> csv::Result<()> {
+            w.write_field(f.line.to_string())?;
+            w.write_field(clean(&f.asset).as_ref())?;
+            w.write_field(clean(&f.check_id).as_ref())?;
+            w.write_field(f.port.to_string())?;
+            w.write_field(clean(&f.protocol).as_ref())?;
+            w.write_field(format!("{{{}}}", f.cves.join(",")))?;
+            w.write_field(f.severity.to_string())?;
+            w.write_field(opt(f.cvss))?;
+            w.write_field(opt(f.vpr))?;
+            w.write_field(clean(title).as_ref())?;
+            w.write_field(clean(description).as_ref())?;
+            w.write_field(clean(solution).as_ref())?;
+            w.write_field(clean(&f.output).as_ref())?;
+            w.write_field(f.first_seen.as_deref().unwrap_or_default())?;
+            w.write_field(f.last_seen.as_deref().unwrap_or_default())?;
+            w.write_field(if f.fixed { "t" } else { "f" })?;
+            w.write_record(None::<&[u8]>)
+        })();
+        result.expect("writing CSV into a Vec cannot fail");
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; everything else is stored verbatim.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}").into() } else { s.into() }
+}
+
+/// Counts the bytes read from the object, for progress by bytes consumed.
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.count.fetch_add(read as u64, Ordering::Relaxed);
+        result
+    }
+}

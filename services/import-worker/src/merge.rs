@@ -1,0 +1,259 @@
+//! The merge: one transaction that folds the staging rows into `scanner_checks` and
+//! `vulnerabilities`, counts the lifecycle (new, updated, unchanged, resolved, reopened), and
+//! marks the import completed. Merges of one tenant and scanner are serialised by an advisory
+//! lock, so overlapping imports give the same result as running them one after the other.
+
+use std::time::Duration;
+
+use shared::events::Summary;
+use sqlx::AssertSqlSafe;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    error::{JobError, Result, StepExt},
+    progress::Reporter,
+};
+
+/// Statements of the merge, reported as steps of the processing phase.
+const STEPS: u32 = 5;
+/// Attempts when PostgreSQL reports a deadlock or serialisation failure.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// What the merge needs to know about the import.
+pub struct MergeSpec<'a> {
+    /// The import.
+    pub import_id: Uuid,
+    /// Tenant owning the findings.
+    pub tenant: &'a str,
+    /// Scanner family of the format (`tenable`, `qualys`, ...).
+    pub scanner: &'a str,
+    /// Scan date, RFC 3339: `last_seen` of findings without their own date.
+    pub scan_date: &'a str,
+    /// The staging table.
+    pub staging: &'a str,
+}
+
+/// Runs the merge, retrying on deadlock or serialisation failure. `summary` arrives with the
+/// row counts filled in; the lifecycle counts are added. `seq` is recorded on the import row.
+pub async fn merge(
+    db: &PgPool,
+    spec: &MergeSpec<'_>,
+    mut summary: Summary,
+    seq: u64,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Summary> {
+    let mut attempt = 1;
+    loop {
+        let result = try_merge(db, spec, &mut summary, seq, reporter, cancel).await;
+        match result {
+            Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                tracing::warn!(import_id = %spec.import_id, attempt, error = %e, "merge conflicted; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(MergeError::Db(e)) => {
+                return Err(JobError::Transient { step: "merging findings", cause: e.to_string() });
+            }
+            Err(MergeError::Job(e)) => return Err(e),
+            Ok(()) => return Ok(summary),
+        }
+    }
+}
+
+enum MergeError {
+    Db(sqlx::Error),
+    Job(JobError),
+}
+
+impl From<sqlx::Error> for MergeError {
+    fn from(e: sqlx::Error) -> Self {
+        MergeError::Db(e)
+    }
+}
+
+impl From<JobError> for MergeError {
+    fn from(e: JobError) -> Self {
+        MergeError::Job(e)
+    }
+}
+
+fn is_retryable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
+}
+
+async fn step(
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+    n: u32,
+    message: &str,
+) -> std::result::Result<(), MergeError> {
+    if cancel.is_cancelled() {
+        return Err(MergeError::Job(JobError::Cancelled));
+    }
+    reporter.processing(n, STEPS, message).await?;
+    Ok(())
+}
+
+async fn try_merge(
+    db: &PgPool,
+    spec: &MergeSpec<'_>,
+    summary: &mut Summary,
+    seq: u64,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> std::result::Result<(), MergeError> {
+    let mut tx: Transaction<'_, Postgres> = db.begin().await?;
+    sqlx::query("SET LOCAL work_mem = '128MB'").execute(&mut *tx).await?;
+    // One merge at a time per tenant and scanner: the resolve step reads what others write.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
+        .bind(spec.tenant)
+        .bind(spec.scanner)
+        .execute(&mut *tx)
+        .await?;
+
+    step(reporter, cancel, 0, "Deduplicating rows").await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE incoming ON COMMIT DROP AS
+         SELECT asset, check_id, port, protocol,
+                ARRAY(SELECT DISTINCT c FROM unnest(string_to_array(string_agg(array_to_string(cves, ','), ','), ',')) c
+                      WHERE c <> '' ORDER BY c) AS cves,
+                max(severity) AS severity, max(cvss) AS cvss, max(vpr) AS vpr,
+                (array_agg(output ORDER BY line))[1] AS output,
+                min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                bool_and(fixed) AS fixed, count(*) AS rows
+         FROM {} GROUP BY asset, check_id, port, protocol",
+        spec.staging
+    )))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("ANALYZE incoming").execute(&mut *tx).await?;
+
+    step(reporter, cancel, 1, "Recording scanner checks").await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
+         SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
+         FROM {} WHERE title IS NOT NULL ORDER BY check_id, line
+         ON CONFLICT (scanner, check_id) DO UPDATE
+            SET title = EXCLUDED.title, description = EXCLUDED.description, solution = EXCLUDED.solution, updated_at = now()
+            WHERE (c.title, c.description, c.solution) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.description, EXCLUDED.solution)",
+        spec.staging
+    )))
+    .bind(spec.scanner)
+    .execute(&mut *tx)
+    .await?;
+
+    step(reporter, cancel, 2, "Comparing with known findings").await?;
+    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE v.id IS NULL AND NOT i.fixed),
+                count(*) FILTER (WHERE v.state = 'resolved' AND NOT i.fixed),
+                count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
+                    (v.cves, v.severity, v.cvss, v.vpr, v.output) IS DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
+                count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
+                    (v.cves, v.severity, v.cvss, v.vpr, v.output) IS NOT DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
+                coalesce(sum(i.rows - 1), 0)::bigint
+         FROM incoming i
+         LEFT JOIN vulnerabilities v
+           ON v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
+          AND v.port = i.port AND v.protocol = i.protocol",
+    )
+    .bind(spec.tenant)
+    .bind(spec.scanner)
+    .fetch_one(&mut *tx)
+    .await?;
+    (summary.new, summary.reopened, summary.updated, summary.unchanged, summary.skipped_duplicates) =
+        (counts.0 as u64, counts.1 as u64, counts.2 as u64, counts.3 as u64, counts.4 as u64);
+
+    step(reporter, cancel, 3, "Writing findings").await?;
+    sqlx::query(
+        "INSERT INTO vulnerabilities AS v (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
+                                           output, state, first_seen, last_seen, last_import_id)
+         SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
+                coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
+         FROM incoming WHERE NOT fixed
+         ORDER BY asset, check_id, port, protocol
+         ON CONFLICT (tenant, scanner, asset, check_id, port, protocol) DO UPDATE
+            SET cves = EXCLUDED.cves, severity = EXCLUDED.severity, cvss = EXCLUDED.cvss, vpr = EXCLUDED.vpr,
+                output = EXCLUDED.output, state = 'open', resolved_at = NULL,
+                first_seen = least(v.first_seen, EXCLUDED.first_seen),
+                last_seen = greatest(v.last_seen, EXCLUDED.last_seen),
+                last_import_id = EXCLUDED.last_import_id, updated_at = now()
+            WHERE (v.state, v.cves, v.severity, v.cvss, v.vpr, v.output, v.last_seen)
+                  IS DISTINCT FROM ('open', EXCLUDED.cves, EXCLUDED.severity, EXCLUDED.cvss, EXCLUDED.vpr, EXCLUDED.output,
+                                    greatest(v.last_seen, EXCLUDED.last_seen))",
+    )
+    .bind(spec.tenant)
+    .bind(spec.scanner)
+    .bind(spec.scan_date)
+    .bind(spec.import_id)
+    .execute(&mut *tx)
+    .await?;
+
+    step(reporter, cancel, 4, "Resolving findings absent from this scan").await?;
+    // Only assets this scan covered; a scan of other hosts resolves nothing here.
+    let resolved = sqlx::query(
+        "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
+                last_import_id = $4
+         WHERE v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'
+           AND v.asset IN (SELECT DISTINCT asset FROM incoming)
+           AND NOT EXISTS (SELECT 1 FROM incoming i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
+                           AND i.port = v.port AND i.protocol = v.protocol)",
+    )
+    .bind(spec.tenant)
+    .bind(spec.scanner)
+    .bind(spec.scan_date)
+    .bind(spec.import_id)
+    .execute(&mut *tx)
+    .await?;
+    summary.resolved = resolved.rows_affected();
+
+    if cancel.is_cancelled() {
+        return Err(MergeError::Job(JobError::Cancelled));
+    }
+    // The import is completed in the same transaction: a crash after commit cannot merge twice.
+    summary.duration_ms = reporter.elapsed().as_millis() as u64;
+    summary.rows_per_second = if summary.duration_ms == 0 {
+        summary.rows as f64
+    } else {
+        (summary.rows as f64 * 1000.0 / summary.duration_ms as f64).round()
+    };
+    let message = crate::progress::completion_message(summary);
+    sqlx::query(
+        "UPDATE imports SET status = 'completed', phase = 'complete', progress = 100, summary = $2, message = $3,
+                last_seq = greatest(last_seq, $4), processed_rows = $5, total_rows = $5,
+                validation_errors = $6, finished_at = now()
+         WHERE id = $1",
+    )
+    .bind(spec.import_id)
+    .bind(serde_json::to_value(&*summary).expect("a summary serialises"))
+    .bind(message)
+    .bind(seq as i64)
+    .bind(summary.rows as i64)
+    .bind(summary.validation_errors as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops the import's staging table (after the end of the import, or before a new attempt).
+pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
+        .execute(db)
+        .await
+        .step("dropping the staging table")?;
+    Ok(())
+}
+
+/// Creates an empty staging table for the import.
+pub async fn create_staging(db: &PgPool, staging: &str) -> Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {staging}; CREATE UNLOGGED TABLE {staging} (LIKE import_staging_template INCLUDING DEFAULTS)"
+    )))
+    .execute(db)
+    .await
+    .step("creating the staging table")?;
+    Ok(())
+}

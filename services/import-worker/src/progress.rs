@@ -1,0 +1,305 @@
+//! Progress of one import: phase weights, coalescing (at most one intermediate event per
+//! interval), strictly increasing `seq`, ETA from measured throughput, and the `imports` row
+//! kept in step at phase changes.
+
+use std::time::{Duration, Instant};
+
+use shared::{
+    Nats, Phase, ProgressEvent, Status,
+    events::{ErrorInfo, Metadata, PartialResults, Summary, now_ms},
+    telemetry::TraceContext,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{Result, StepExt};
+
+/// Steps of the pipeline shown as `currentStep/totalSteps`.
+pub const TOTAL_STEPS: u32 = 4;
+
+/// Counters of the loading phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Data rows read.
+    pub rows: u64,
+    /// Bytes of the file consumed.
+    pub bytes: u64,
+    /// Invalid rows seen.
+    pub invalid: u64,
+}
+
+/// Publishes the progress of one import attempt.
+pub struct Reporter {
+    nats: Nats,
+    db: PgPool,
+    trace: Option<TraceContext>,
+    event: ProgressEvent,
+    interval: Duration,
+    intermediate: bool,
+    last_sent: Option<Instant>,
+    started: Instant,
+    load_started: Option<Instant>,
+    merge_rows_per_second: f64,
+    invalid_rows: u64,
+}
+
+impl Reporter {
+    /// A reporter continuing after `last_seq` (the highest seq any earlier event of this import had).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nats: Nats,
+        db: PgPool,
+        trace: Option<TraceContext>,
+        import_id: Uuid,
+        attempt: u32,
+        last_seq: u64,
+        total_bytes: u64,
+        metadata: Metadata,
+        interval: Duration,
+        intermediate: bool,
+        merge_rows_per_second: f64,
+    ) -> Self {
+        let event = ProgressEvent {
+            session_id: import_id,
+            seq: last_seq,
+            status: Status::Processing,
+            phase: Phase::Parsing,
+            progress: 0.0,
+            message: String::new(),
+            processed_rows: 0,
+            total_rows: None,
+            bytes_processed: 0,
+            total_bytes,
+            eta_seconds: None,
+            rows_per_second: 0.0,
+            attempt,
+            timestamp: now_ms(),
+            metadata,
+            summary: None,
+            error: None,
+            partial_results: None,
+        };
+        Reporter {
+            nats,
+            db,
+            trace,
+            event,
+            interval,
+            intermediate,
+            last_sent: None,
+            started: Instant::now(),
+            load_started: None,
+            merge_rows_per_second,
+            invalid_rows: 0,
+        }
+    }
+
+    /// How far the attempt got, for an error or cancel event.
+    pub fn partial_results(&self) -> PartialResults {
+        PartialResults {
+            processed_rows: self.event.processed_rows,
+            bytes_processed: self.event.bytes_processed,
+            validation_errors: self.invalid_rows,
+        }
+    }
+
+    /// Seconds since the attempt started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn step_of(phase: Phase) -> u32 {
+        match phase {
+            Phase::Queued => 0,
+            Phase::Parsing => 1,
+            Phase::Loading => 2,
+            Phase::Processing => 3,
+            _ => 4,
+        }
+    }
+
+    fn advance(&mut self, phase: Phase, fraction: f64, message: String) {
+        self.event.seq += 1;
+        self.event.phase = phase;
+        // Never backwards within an attempt.
+        self.event.progress = (phase.overall(fraction) * 100.0).round() / 100.0;
+        self.event.progress = self.event.progress.max(self.last_progress());
+        self.event.message = message;
+        self.event.metadata.current_step = Self::step_of(phase);
+        self.event.metadata.total_steps = TOTAL_STEPS;
+        self.event.timestamp = now_ms();
+    }
+
+    fn last_progress(&self) -> f64 {
+        self.event.progress
+    }
+
+    /// Enters a phase: always published (confirmed) and written to the `imports` row.
+    pub async fn phase(&mut self, phase: Phase, message: impl Into<String>) -> Result<()> {
+        if phase == Phase::Loading {
+            self.load_started = Some(Instant::now());
+        }
+        self.advance(phase, 0.0, message.into());
+        self.publish(true).await?;
+        self.save().await
+    }
+
+    /// Loading progress, measured by bytes consumed; published at most once per interval.
+    pub async fn loading(&mut self, counters: Counters) -> Result<()> {
+        self.event.processed_rows = counters.rows;
+        self.event.bytes_processed = counters.bytes;
+        self.invalid_rows = counters.invalid;
+        let secs = self.load_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
+        if secs > 0.0 {
+            self.event.rows_per_second = (counters.rows as f64 / secs).round();
+        }
+        self.event.eta_seconds = self.eta(counters, secs);
+        if !self.due() {
+            return Ok(());
+        }
+        let fraction =
+            if self.event.total_bytes == 0 { 1.0 } else { counters.bytes as f64 / self.event.total_bytes as f64 };
+        let message = format!("Loading rows: {} read", counters.rows);
+        self.advance(Phase::Loading, fraction, message);
+        self.publish(false).await
+    }
+
+    /// Merge progress: `step` of `steps` statements done.
+    pub async fn processing(&mut self, step: u32, steps: u32, message: &str) -> Result<()> {
+        let remaining_rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64
+            * (1.0 - f64::from(step) / f64::from(steps));
+        self.event.eta_seconds = Some(round1(remaining_rows / self.merge_rows_per_second + 0.2));
+        self.advance(Phase::Processing, f64::from(step) / f64::from(steps), message.into());
+        if self.intermediate {
+            self.publish(false).await?;
+            self.last_sent = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Records that every row has been read.
+    pub fn loaded(&mut self, counters: Counters) {
+        self.invalid_rows = counters.invalid;
+        self.event.processed_rows = counters.rows;
+        self.event.bytes_processed = counters.bytes;
+        self.event.total_rows = Some(counters.rows);
+    }
+
+    fn due(&mut self) -> bool {
+        if !self.intermediate {
+            return false;
+        }
+        let due = self.last_sent.is_none_or(|t| t.elapsed() >= self.interval);
+        if due {
+            self.last_sent = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Remaining load time from the byte rate, plus the merge at the measured merge rate.
+    fn eta(&self, c: Counters, secs: f64) -> Option<f64> {
+        if secs < 0.5 || c.bytes == 0 || c.rows == 0 {
+            return None;
+        }
+        let total = self.event.total_bytes.max(c.bytes) as f64;
+        let load_left = (total - c.bytes as f64) / (c.bytes as f64 / secs);
+        let rows_expected = c.rows as f64 * total / c.bytes as f64;
+        let merge = rows_expected / self.merge_rows_per_second;
+        Some(round1(load_left + merge))
+    }
+
+    /// The completed event (the `imports` row was updated in the merge transaction).
+    pub async fn completed(&mut self, summary: Summary) -> Result<()> {
+        self.advance(Phase::Complete, 1.0, completion_message(&summary));
+        self.event.status = Status::Completed;
+        self.event.progress = 100.0;
+        self.event.eta_seconds = Some(0.0);
+        self.event.rows_per_second = summary.rows_per_second;
+        self.event.summary = Some(summary);
+        self.publish(true).await
+    }
+
+    /// The next seq, for the merge transaction to record with the completed status.
+    pub fn next_seq(&self) -> u64 {
+        self.event.seq + 1
+    }
+
+    /// The error event, and the row.
+    pub async fn failed(&mut self, error: ErrorInfo, partial: PartialResults) -> Result<()> {
+        let progress = self.event.progress;
+        self.advance(Phase::Error, 0.0, error.message.clone());
+        self.event.progress = progress;
+        self.event.status = Status::Error;
+        self.event.eta_seconds = None;
+        self.event.error = Some(error);
+        self.event.partial_results = Some(partial);
+        self.save().await?;
+        self.publish(true).await
+    }
+
+    /// The cancelled event, and the row.
+    pub async fn cancelled(&mut self, partial: PartialResults) -> Result<()> {
+        let progress = self.event.progress;
+        self.advance(Phase::Cancelled, 0.0, "Cancelled; nothing was written to the findings".into());
+        self.event.progress = progress;
+        self.event.status = Status::Cancelled;
+        self.event.eta_seconds = None;
+        self.event.partial_results = Some(partial);
+        self.save().await?;
+        self.publish(true).await
+    }
+
+    /// A non-terminal note that this attempt failed and the job goes back to the queue.
+    pub async fn retrying(&mut self, message: String) -> Result<()> {
+        self.event.seq += 1;
+        self.event.message = message;
+        self.event.timestamp = now_ms();
+        self.save().await?;
+        self.publish(true).await
+    }
+
+    async fn publish(&self, confirm: bool) -> Result<()> {
+        self.nats.publish_progress(&self.event, self.trace, confirm).await.step("publishing progress")
+    }
+
+    /// Writes the event's state to the `imports` row (phase changes and the end only).
+    async fn save(&self) -> Result<()> {
+        let e = &self.event;
+        let terminal = e.status.is_terminal();
+        sqlx::query(
+            "UPDATE imports SET status = $2, phase = $3, progress = $4, processed_rows = $5, total_rows = $6,
+                    bytes_processed = $7, last_seq = greatest(last_seq, $8), message = $9,
+                    error = coalesce($10, error), validation_errors = coalesce($11, validation_errors),
+                    finished_at = CASE WHEN $12 THEN now() ELSE finished_at END
+             WHERE id = $1",
+        )
+        .bind(e.session_id)
+        .bind(e.status.as_str())
+        .bind(e.phase.as_str())
+        .bind(e.progress)
+        .bind(e.processed_rows as i64)
+        .bind(e.total_rows.map(|n| n as i64))
+        .bind(e.bytes_processed as i64)
+        .bind(e.seq as i64)
+        .bind(&e.message)
+        .bind(e.error.as_ref().map(|err| serde_json::to_value(err).expect("error info serialises")))
+        .bind(e.partial_results.as_ref().map(|p| p.validation_errors as i64))
+        .bind(terminal)
+        .execute(&self.db)
+        .await
+        .step("updating the import row")?;
+        Ok(())
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// The plain-text line shown when an import completes.
+pub fn completion_message(s: &Summary) -> String {
+    format!(
+        "Imported {} rows: {} new, {} updated, {} unchanged, {} resolved, {} reopened; {} invalid rows skipped",
+        s.rows, s.new, s.updated, s.unchanged, s.resolved, s.reopened, s.validation_errors
+    )
+}

@@ -1,0 +1,51 @@
+//! Upload gateway configuration, from the environment.
+
+use std::net::SocketAddr;
+
+use shared::config::{DbConfig, NatsConfig, TelemetryConfig};
+
+/// Default upload size limit: 2 GiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Everything the upload gateway needs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long = "listen", env = "HEXFLOW_LISTEN", value_name = "HEXFLOW_LISTEN", default_value = "127.0.0.1:8989")]
+    pub listen: SocketAddr,
+    /// Largest accepted upload in bytes; larger files are refused with 413.
+    #[arg(long = "max-upload-bytes", env = "HEXFLOW_MAX_UPLOAD_BYTES", value_name = "HEXFLOW_MAX_UPLOAD_BYTES",
+          default_value_t = DEFAULT_MAX_UPLOAD_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_upload_bytes: u64,
+    /// Longest time one HTTP request may take, in seconds (uploads of large files included).
+    #[arg(
+        long = "request-timeout-secs",
+        env = "HEXFLOW_REQUEST_TIMEOUT_SECS",
+        value_name = "HEXFLOW_REQUEST_TIMEOUT_SECS",
+        default_value_t = 3600
+    )]
+    pub request_timeout_secs: u64,
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    /// PostgreSQL connection.
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// Logging.
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// A config for tests and `hexflow dev`: the given NATS and database, port 0, defaults elsewhere.
+    pub fn local(nats: NatsConfig, db: DbConfig) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            request_timeout_secs: 3600,
+            nats,
+            db,
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! NATS: connect with retry, provision JetStream, and the progress/cancel helpers every service uses.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    context::Context,
+    object_store::{self, ObjectStore},
+    stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
+};
+use uuid::Uuid;
+
+use crate::{config::NatsConfig, events::ProgressEvent, names, telemetry::TraceContext};
+
+/// How long a progress snapshot outlives the last event of its import.
+pub const PROGRESS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// How long a cancel request is kept (longer than any queue wait we expect).
+pub const CANCEL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Window in which a job published twice with the same `Nats-Msg-Id` is stored once.
+pub const JOB_DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Errors talking to NATS, each naming the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The server could not be reached or a request failed.
+    #[error("{step}: {source}")]
+    Nats {
+        /// What we were doing.
+        step: &'static str,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored message did not hold what it should.
+    #[error("{step}: malformed message: {source}")]
+    Malformed {
+        /// What we were doing.
+        step: &'static str,
+        /// Why it did not parse.
+        source: serde_json::Error,
+    },
+}
+
+/// Wraps an async-nats error with the step that failed.
+fn failed<E: std::error::Error + Send + Sync + 'static>(step: &'static str) -> impl FnOnce(E) -> BusError {
+    move |source| BusError::Nats { step, source: Box::new(source) }
+}
+
+/// A NATS connection with its JetStream context.
+#[derive(Clone, Debug)]
+pub struct Nats {
+    /// Core client (plain publish/subscribe, connection state).
+    pub client: async_nats::Client,
+    /// JetStream context (streams, consumers, object store).
+    pub js: Context,
+}
+
+impl Nats {
+    /// Connects, retrying in the background until the server answers; reconnects are logged.
+    /// `name` is the client name the server shows (`hexflow-upload-gateway`, ...).
+    pub async fn connect(config: &NatsConfig, name: &str) -> Result<Nats, BusError> {
+        let url = config.url().to_owned();
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((100u64 << attempts.min(6)).min(5_000)))
+            .event_callback(move |event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting with backoff"),
+                    other => tracing::warn!(event = %other, "nats event"),
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .map_err(failed("connecting to NATS"))?;
+        let js = jetstream::new(client.clone());
+        Ok(Nats { client, js })
+    }
+
+    /// True while the connection is up (for `/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Creates the streams and bucket of the broker contract if they are missing. Idempotent.
+    /// Streams are created with explicit configs, which works on nats-server 2.9 and 2.10+.
+    pub async fn provision(&self, replicas: u8) -> Result<(), BusError> {
+        let replicas = usize::from(replicas);
+        let streams = [
+            stream::Config {
+                name: names::JOBS_STREAM.into(),
+                subjects: vec![names::JOBS_SUBJECT.into()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                duplicate_window: JOB_DUPLICATE_WINDOW,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+            stream::Config {
+                name: names::PROGRESS_STREAM.into(),
+                subjects: vec![format!("{}.>", names::PROGRESS_PREFIX)],
+                storage: StorageType::File,
+                max_messages_per_subject: 1,
+                max_age: PROGRESS_MAX_AGE,
+                discard: DiscardPolicy::Old,
+                allow_direct: true,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+            stream::Config {
+                name: names::CANCEL_STREAM.into(),
+                subjects: vec![format!("{}.>", names::CANCEL_PREFIX)],
+                storage: StorageType::File,
+                max_messages_per_subject: 1,
+                max_age: CANCEL_MAX_AGE,
+                discard: DiscardPolicy::Old,
+                allow_direct: true,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        ];
+        for config in streams {
+            self.js.get_or_create_stream(config).await.map_err(failed("creating JetStream stream"))?;
+        }
+        if self.js.get_object_store(names::UPLOADS_BUCKET).await.is_err() {
+            self.js
+                .create_object_store(object_store::Config {
+                    bucket: names::UPLOADS_BUCKET.into(),
+                    description: Some("hexflow uploaded scan files".into()),
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(failed("creating uploads bucket"))?;
+        }
+        Ok(())
+    }
+
+    /// The uploads bucket.
+    pub async fn uploads(&self) -> Result<ObjectStore, BusError> {
+        self.js.get_object_store(names::UPLOADS_BUCKET).await.map_err(failed("opening uploads bucket"))
+    }
+
+    /// Publishes a progress event. With `confirm`, waits for JetStream to store it (terminal and
+    /// phase-change events); otherwise it is a plain publish that the stream still captures.
+    pub async fn publish_progress(
+        &self,
+        event: &ProgressEvent,
+        trace: Option<TraceContext>,
+        confirm: bool,
+    ) -> Result<(), BusError> {
+        let subject = names::progress_subject(event.session_id);
+        let payload = serde_json::to_vec(event).expect("a progress event always serialises").into();
+        let headers = trace.map(TraceContext::to_nats_headers).unwrap_or_default();
+        if confirm {
+            self.js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(failed("publishing progress"))?
+                .await
+                .map_err(failed("confirming progress"))?;
+        } else {
+            self.client.publish_with_headers(subject, headers, payload).await.map_err(failed("publishing progress"))?;
+        }
+        Ok(())
+    }
+
+    /// The latest progress event of an import (its snapshot), if the stream still has one.
+    pub async fn last_progress(&self, import_id: Uuid) -> Result<Option<ProgressEvent>, BusError> {
+        let stream =
+            self.js.get_stream_no_info(names::PROGRESS_STREAM).await.map_err(failed("opening progress stream"))?;
+        match stream.get_last_raw_message_by_subject(&names::progress_subject(import_id)).await {
+            Ok(message) => serde_json::from_slice(&message.payload)
+                .map(Some)
+                .map_err(|source| BusError::Malformed { step: "reading progress snapshot", source }),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(failed("reading progress snapshot")(err)),
+        }
+    }
+
+    /// Records a cancel request (kept in the cancel stream, so a worker that picks the job up
+    /// later still finds it) and tells the worker holding the job at once.
+    pub async fn request_cancel(&self, import_id: Uuid, requested_by: &str) -> Result<(), BusError> {
+        let body = serde_json::json!({ "importId": import_id, "requestedBy": requested_by, "timestamp": crate::events::now_ms() });
+        self.js
+            .publish(names::cancel_subject(import_id), body.to_string().into())
+            .await
+            .map_err(failed("publishing cancel request"))?
+            .await
+            .map_err(failed("confirming cancel request"))?;
+        Ok(())
+    }
+
+    /// True when a cancel request for the import is on record.
+    pub async fn cancel_requested(&self, import_id: Uuid) -> Result<bool, BusError> {
+        let stream = self.js.get_stream_no_info(names::CANCEL_STREAM).await.map_err(failed("opening cancel stream"))?;
+        match stream.get_last_raw_message_by_subject(&names::cancel_subject(import_id)).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(err) => Err(failed("reading cancel requests")(err)),
+        }
+    }
+}

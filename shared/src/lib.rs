@@ -1,0 +1,24 @@
+//! What every hexflow service shares: the event and job types, every NATS name, the config
+//! pieces read from the environment, logging and trace context, NATS and PostgreSQL helpers, the
+//! embedded migrator, metrics and the ops endpoints.
+//!
+//! # Layout
+//! - [`events`]: `ProgressEvent`, `ImportJob` and their parts (the JSON contract).
+//! - [`names`]: subjects, streams, buckets, rooms.
+//! - [`config`]: `NatsConfig`, `DbConfig`, `TelemetryConfig`, `Secret`.
+//! - [`telemetry`]: log set-up, W3C `traceparent`.
+//! - [`bus`]: connect, provision, progress snapshots, cancel requests.
+//! - [`db`]: pool, start-up wait, `MIGRATOR`.
+//! - [`metrics`], [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod metrics;
+pub mod names;
+pub mod ops;
+pub mod telemetry;
+
+pub use bus::{BusError, Nats};
+pub use events::{ImportJob, Phase, ProgressEvent, Status};
