@@ -181,7 +181,7 @@ impl ReadError {
 }
 
 /// Why one row was skipped; the import goes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RowError {
     /// 1-based physical line where the record starts.
     pub line: u64,

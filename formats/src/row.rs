@@ -12,7 +12,7 @@ use crate::normalize::{
 use crate::realign;
 
 /// One finding, normalised to the same shape for every format.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Finding {
     /// 1-based physical line where the record starts.
     pub line: u64,

@@ -228,7 +228,9 @@ fn parse(
             return;
         }
     }
-    if writer.len() > 0 && !send(Message::Batch(writer.take())) {
+    // The CSV writer buffers internally: only `take` (which flushes) shows the last rows.
+    let rest = writer.take();
+    if !rest.is_empty() && !send(Message::Batch(rest)) {
         return;
     }
     send(Message::Done { findings, row_errors });
@@ -266,6 +268,7 @@ fn new_writer() -> csv::Writer<Vec<u8>> {
 }
 
 impl StagingWriter {
+    /// Bytes flushed so far (the writer's own buffer of a few KiB is not counted).
     fn len(&self) -> usize {
         self.writer.get_ref().len()
     }

@@ -1,0 +1,70 @@
+//! `bench`: hexflow's end-to-end benchmark, run by hand (see `docs/benchmarks.md`).
+//!
+//! - `bench generate` writes a realistic 1M-row Nessus export, deterministic from a seed.
+//! - `bench e2e` starts NATS, PostgreSQL and the release services as child processes, imports the
+//!   file over HTTP while following its progress on NATS, and compares it with the bare `COPY` of
+//!   the same file and with the same import without intermediate progress events.
+//!
+//! # Layout
+//! - `generate`, `text`: the file generator and its texts.
+//! - `stack`: child processes, stopped on drop.
+//! - `import`: one measured import; `rss`: memory sampling; `copy`: the bare COPY.
+//! - `e2e`: the sequence of runs; `report`: figures, targets, text and JSON.
+
+mod copy;
+mod e2e;
+mod generate;
+mod import;
+mod report;
+mod rss;
+mod stack;
+mod text;
+
+use clap::{Parser, Subcommand};
+
+/// hexflow benchmarks.
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a Nessus Professional CSV export of realistic shape.
+    Generate(generate::GenerateArgs),
+    /// Import a file end to end over HTTP against a stack of child processes and report.
+    E2e(e2e::E2eArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Generate(args) => tokio::task::spawn_blocking(move || generate::run(&args)).await?,
+        Command::E2e(args) => {
+            // Returning (rather than dying on the signal) lets every child's Drop guard run.
+            tokio::select! {
+                result = e2e::run(args) => result,
+                _ = tokio::signal::ctrl_c() => {
+                    if e2e::FINISHED.load(std::sync::atomic::Ordering::SeqCst) {
+                        eprintln!("stopping the stack");
+                        Ok(())
+                    } else {
+                        Err(anyhow::anyhow!("interrupted; stopping the stack"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,50 @@
+//! A worker killed mid-import: the job is redelivered and the result equals a clean run's.
+
+use std::time::Duration;
+
+use hexflow_tests::{TestEnv, files};
+use shared::{Phase, Status};
+use uuid::Uuid;
+
+const SCAN_DATE: &str = "2026-02-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_import_is_replaced_and_the_result_equals_a_clean_run() {
+    let crashed = TestEnv::start().await;
+    let path = crashed.dir().join("crash.csv");
+    std::fs::create_dir_all(crashed.dir()).unwrap();
+    files::write_nessus_file(&path, 30 * 1024 * 1024);
+    let gateway = crashed.gateway().await;
+    let mut first = crashed.worker_process(&[("HEXFLOW_WORKER_ACK_WAIT_SECS", "2")]);
+    first.wait_ready(Duration::from_secs(30)).await;
+    let id = Uuid::now_v7();
+    let log = crashed.watch(id).await;
+    gateway.upload_path(&path, &[("sessionId", &id.to_string()), ("scanDate", SCAN_DATE)]).await;
+    log.wait_for(Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 20.0).await;
+
+    first.kill();
+    let _second = crashed.worker_with(|c| c.ack_wait_secs = 2).await;
+    let done = crashed.wait_for_terminal(id, Duration::from_secs(120)).await;
+
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    assert_eq!(done.attempt, 2, "the job was delivered again");
+    assert!(!crashed.staging_exists(id).await);
+    let events = log.events();
+    for pair in events.windows(2) {
+        assert!(pair[1].seq > pair[0].seq, "seq keeps increasing across attempts");
+    }
+
+    let clean = TestEnv::start().await;
+    let clean_gateway = clean.gateway().await;
+    let _clean_worker = clean.worker().await;
+    let clean_id = Uuid::now_v7();
+    clean_gateway.upload_path(&path, &[("sessionId", &clean_id.to_string()), ("scanDate", SCAN_DATE)]).await;
+    let clean_done = clean.wait_for_terminal(clean_id, Duration::from_secs(120)).await;
+    assert_eq!(clean_done.status, Status::Completed);
+
+    let (a, b) = (crashed.findings_dump().await, clean.findings_dump().await);
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len(), "same number of findings");
+    assert!(a == b, "the final tables equal a clean run's");
+    assert_eq!(done.summary.unwrap().new, clean_done.summary.unwrap().new);
+}

@@ -1,0 +1,102 @@
+//! The HTTP API around imports: polling, history, row errors, ids, ops endpoints.
+
+use std::time::Duration;
+
+use hexflow_tests::{TestEnv, files};
+use shared::Status;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_answers_the_latest_event_and_the_history_lists_newest_first() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let rows = vec![files::Row::new(&format!("h{i}"), "C1", 80)];
+        let id = gateway.upload_ok(files::generic_csv(&rows), &format!("scan{i}.csv"), &[]).await;
+        env.wait_for_terminal(id, Duration::from_secs(30)).await;
+        ids.push(id);
+    }
+
+    let (status, event) = gateway.get(&format!("/api/imports/{}", ids[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(event["status"], "completed");
+    assert_eq!(event["summary"]["new"], 1);
+    assert_eq!(event["metadata"]["filename"], "scan0.csv");
+
+    let (status, page) = gateway.get("/api/imports?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|i| i["sessionId"].as_str().unwrap()).collect();
+    assert_eq!(listed, [ids[2].to_string(), ids[1].to_string()]);
+    let cursor = page["nextCursor"].as_str().expect("a next page");
+    let (_, rest) = gateway.get(&format!("/api/imports?limit=2&cursor={cursor}")).await;
+    let listed: Vec<&str> =
+        rest["items"].as_array().unwrap().iter().map(|i| i["sessionId"].as_str().unwrap()).collect();
+    assert_eq!(listed, [ids[0].to_string()]);
+    assert!(rest["nextCursor"].is_null());
+    assert_eq!(rest["items"][0]["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_malformed_ids_get_clear_errors() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let (status, body) = gateway.get(&format!("/api/imports/{}", Uuid::now_v7())).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "SESSION_NOT_FOUND");
+    let (status, body) = gateway.get("/api/imports/not-a-uuid").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+    let (status, body) = gateway.get("/api/imports?limit=5000").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chosen_session_id_must_be_new() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let id = Uuid::now_v7().to_string();
+    let bytes = files::generic_csv(&[files::Row::new("h1", "C1", 80)]);
+    gateway.upload_ok(bytes.clone(), "a.csv", &[("sessionId", &id)]).await;
+    let (status, body) = gateway.upload(bytes.clone(), "a.csv", &[("sessionId", &id)]).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "SESSION_EXISTS");
+    let (status, body) = gateway.upload(bytes, "a.csv", &[("sessionId", "nope")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(env.scalar("SELECT count(*) FROM imports").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_rows_are_listed_with_line_column_value_and_expectation() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    let id = gateway.upload_ok(files::fixture("generic.csv"), "generic.csv", &[]).await;
+    let done = env.wait_for_terminal(id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, Status::Completed);
+    assert_eq!(done.summary.unwrap().validation_errors, 1);
+
+    let (status, body) = gateway.get(&format!("/api/imports/{id}/errors")).await;
+
+    assert_eq!(status, 200);
+    let item = &body["items"][0];
+    assert_eq!(item["line"], 5);
+    assert_eq!(item["column"], "port");
+    assert_eq!(item["value"], "70000");
+    assert!(item["expected"].as_str().unwrap().contains("65535"), "{item}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let (status, body) = gateway.get("/healthz").await;
+    assert_eq!((status.as_u16(), body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = gateway.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["postgres"]["ok"], true);
+    let metrics = reqwest::get(format!("{}/metrics", gateway.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("hexflow_uploads_accepted_total 0"), "{metrics}");
+}

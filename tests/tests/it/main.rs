@@ -1,0 +1,11 @@
+//! Integration suites: real NATS, real PostgreSQL, the services in-process or as processes.
+
+mod bad_input;
+mod cancel;
+mod concurrency;
+mod corpus;
+mod crash;
+mod events;
+mod http_api;
+mod large_file;
+mod lifecycle;
