@@ -40,6 +40,11 @@ pub struct E2eArgs {
     /// Where the run's directory (data and logs) is created.
     #[arg(long = "work-dir", default_value = "/tmp/hexflow-bench")]
     pub work_dir: PathBuf,
+    /// A PostgreSQL setting applied to every import database (`ALTER DATABASE ... SET`), as
+    /// `name=value`; repeatable. For diagnosis only: the report lists them, and figures taken
+    /// with one are not the product's.
+    #[arg(long = "db-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub db_settings: Vec<(String, String)>,
     /// The `hexflow` binary [default: next to this one].
     #[arg(long)]
     pub hexflow: Option<PathBuf>,
@@ -67,13 +72,16 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     eprintln!("logs: {} (PostgreSQL: {})", logs.display(), data.join("postgres/server.log").display());
     let mut report = Report::new(file.clone(), std::fs::metadata(&file)?.len(), logs.clone());
     report.versions = versions(&stack).await;
+    for (name, value) in &args.db_settings {
+        report.versions.push(("database setting (diagnosis, not the default)".into(), format!("{name} = {value}")));
+    }
 
     // Interleaved, so a slow drift of the machine affects both kinds alike.
     for i in 1..=args.repeat {
-        report.progress_on.push(measured(&mut stack, &http, &file, true, i, limit).await?);
+        report.progress_on.push(measured(&mut stack, &http, &file, true, i, &args, limit).await?);
         stack.stop_services().await;
         report.copies.push(copy_once(&stack, &file, i).await?);
-        report.progress_off.push(measured(&mut stack, &http, &file, false, i, limit).await?);
+        report.progress_off.push(measured(&mut stack, &http, &file, false, i, &args, limit).await?);
     }
     stack.stop_services().await;
 
@@ -111,13 +119,14 @@ async fn measured(
     file: &std::path::Path,
     progress_events: bool,
     i: u32,
+    args: &E2eArgs,
     limit: Duration,
 ) -> anyhow::Result<Measured> {
     let kind = if progress_events { "on" } else { "off" };
     let database = format!("hexflow_progress_{kind}_{i}");
     let label = format!("progress-{kind}-{i}");
     eprintln!("{label}: database {database}, starting services");
-    stack.create_database(&database).await?;
+    stack.create_database(&database, &args.db_settings).await?;
     stack.restart_services(http, Services { database: &database, progress_events, label: &label }).await?;
     let measured = import::import(stack, http, file, label.clone(), limit).await?;
     eprintln!(
@@ -158,4 +167,13 @@ async fn versions(stack: &Stack) -> Vec<(String, String)> {
     out.push(("nats-server".into(), nats));
     out.push(("CPUs".into(), std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_default()));
     out
+}
+
+fn parse_setting(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((name, value)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{raw:?} is not NAME=VALUE (e.g. enable_nestloop=off)")),
+    }
 }

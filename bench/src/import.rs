@@ -3,6 +3,7 @@
 
 use std::{
     path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,6 +50,9 @@ pub struct Measured {
     pub gateway: rss::Peak,
     /// Memory of the worker.
     pub worker: rss::Peak,
+    /// The machine's 1-minute load average at the end: above ~2 on this 2-core machine means
+    /// something besides the stack competed for the CPUs.
+    pub load_average: f64,
 }
 
 impl Measured {
@@ -108,22 +112,25 @@ pub async fn import(
 
     let sampler = rss::Sampler::start(vec![gateway.pid(), worker.pid()]);
     let started = Instant::now();
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(message) = subscription.next().await {
-            let at = started.elapsed();
-            let event: ProgressEvent = match serde_json::from_slice(&message.payload) {
-                Ok(e) => e,
-                Err(e) => return Err(anyhow::anyhow!("a progress event did not parse: {e}")),
-            };
-            let terminal = event.is_terminal();
-            events.push(Arrival { at, event });
-            if terminal {
-                return Ok(events);
+    // Shared, so a run that fails or times out can still say how far it got.
+    let seen: Arc<Mutex<Vec<Arrival>>> = Arc::default();
+    let collector = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                let at = started.elapsed();
+                let event: ProgressEvent = serde_json::from_slice(&message.payload)
+                    .map_err(|e| anyhow::anyhow!("a progress event did not parse: {e}"))?;
+                let terminal = event.is_terminal();
+                let mut events = seen.lock().map_err(|_| anyhow::anyhow!("event list poisoned"))?;
+                events.push(Arrival { at, event });
+                if terminal {
+                    return Ok(std::mem::take(&mut *events));
+                }
             }
-        }
-        bail!("the progress subscription ended before the terminal event")
-    });
+            bail!("the progress subscription ended before the terminal event")
+        })
+    };
 
     let upload = upload(http, gateway.port, file, session_id, limit).await;
     let upload = match upload {
@@ -137,7 +144,28 @@ pub async fn import(
     eprintln!("  {label}: uploaded in {:.1}s; importing as {session_id}", upload.as_secs_f64());
     let events = wait_for_terminal(stack, collector, limit.saturating_sub(started.elapsed())).await;
     let peaks = sampler.finish().await?;
-    let events = events?;
+    let events = match events {
+        Ok(events) => events,
+        Err(e) => {
+            if let Ok(partial) = seen.lock() {
+                eprintln!("  {label}: events seen before the failure:");
+                for a in partial.iter() {
+                    let e = &a.event;
+                    eprintln!(
+                        "    {:>7.1}s seq {:>4} {:<10} {:>5.1}% rows {:>8} eta {:?} {}",
+                        a.at.as_secs_f64(),
+                        e.seq,
+                        e.phase.as_str(),
+                        e.progress,
+                        e.processed_rows,
+                        e.eta_seconds,
+                        e.message
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
     let wall = events.last().map(|a| a.at).unwrap_or_default();
     let measured = Measured {
         label,
@@ -147,6 +175,7 @@ pub async fn import(
         events,
         gateway: peaks.first().copied().unwrap_or_default(),
         worker: peaks.get(1).copied().unwrap_or_default(),
+        load_average: load_average(),
     };
     let terminal = measured.terminal();
     if terminal.status != Status::Completed {
@@ -207,4 +236,12 @@ async fn upload(http: &reqwest::Client, port: u16, file: &Path, id: Uuid, limit:
         bail!("the upload was answered {status}, not 202: {body}");
     }
     Ok(started.elapsed())
+}
+
+/// The 1-minute load average from `/proc/loadavg` (0 when unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or_default()
 }

@@ -172,11 +172,11 @@ impl Report {
         println!("logs: {}\n", self.logs.display());
 
         println!("## Imports (upload start to terminal event)\n");
-        println!("| run | rows | wall s | rows/s | upload s | events | gateway RSS / HWM MiB | worker RSS / HWM MiB |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| run | rows | wall s | rows/s | upload s | events | gateway RSS / HWM MiB | worker RSS / HWM MiB | load avg |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for m in self.progress_on.iter().chain(&self.progress_off) {
             println!(
-                "| {} | {} | {:.1} | {:.0} | {:.1} | {} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                "| {} | {} | {:.1} | {:.0} | {:.1} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} |",
                 m.label,
                 m.rows(),
                 m.wall.as_secs_f64(),
@@ -186,7 +186,8 @@ impl Report {
                 m.gateway.rss_mib(),
                 m.gateway.hwm_mib(),
                 m.worker.rss_mib(),
-                m.worker.hwm_mib()
+                m.worker.hwm_mib(),
+                m.load_average
             );
         }
 
@@ -262,6 +263,7 @@ impl Report {
                 "phases": m.phases(),
                 "gateway": m.gateway,
                 "worker": m.worker,
+                "loadAverage": m.load_average,
                 "summary": m.terminal().summary,
                 "eta": eta_points(m).iter().map(|p| json!({
                     "decile": p.decile, "progress": p.progress, "phase": p.phase,

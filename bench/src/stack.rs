@@ -14,8 +14,9 @@ use hexflow::embedded::{EmbeddedNats, EmbeddedPostgres, free_port};
 
 /// How long a service may take to answer `/readyz`.
 const READY_LIMIT: Duration = Duration::from_secs(60);
-/// How long a service may take to stop after SIGTERM before it is killed.
-const STOP_LIMIT: Duration = Duration::from_secs(20);
+/// How long a service may take to stop after SIGTERM before it is killed (the worker gives the
+/// job in hand 30 s by default).
+const STOP_LIMIT: Duration = Duration::from_secs(40);
 
 /// One `hexflow <service>` child process; SIGTERM (then SIGKILL) on drop.
 pub struct Service {
@@ -131,9 +132,19 @@ impl Stack {
         Ok(Stack { gateway: None, worker: None, nats, pg, hexflow, logs })
     }
 
-    /// Creates `database` (if missing) and applies the migrations with `hexflow migrate`.
-    pub async fn create_database(&self, database: &str) -> anyhow::Result<()> {
+    /// Creates `database` (if missing) with the given settings and applies the migrations with
+    /// `hexflow migrate`.
+    pub async fn create_database(&self, database: &str, settings: &[(String, String)]) -> anyhow::Result<()> {
         hexflow::dev::ensure_database(&self.pg.url("postgres"), database).await?;
+        if !settings.is_empty() {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&self.pg.url("postgres")).await?;
+            for (name, value) in settings {
+                // Names are checked to be identifiers; the value is quoted as a literal.
+                let sql = format!("ALTER DATABASE \"{database}\" SET {name} = '{}'", value.replace('\'', "''"));
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.with_context(|| format!("setting {name}"))?;
+            }
+        }
         let log = self.logs.join(format!("migrate-{database}.log"));
         let mut cmd = self.command("migrate", &log)?;
         cmd.env("DATABASE_URL", self.pg.url(database));

@@ -166,9 +166,13 @@ pub fn plugin_texts(rng: &mut Rng, informational: bool) -> PluginTexts {
         )
     };
     let description = paragraph(rng, &sentences, 300, 800);
-    let solution = format!(
-        "Upgrade to {product} version {fixed} or later, or apply the vendor's patch.\nIf an upgrade is not possible, restrict access to the service, as described in the advisory."
-    );
+    let solution = if informational {
+        "n/a".to_owned()
+    } else {
+        format!(
+            "Upgrade to {product} version {fixed} or later, or apply the vendor's patch.\nIf an upgrade is not possible, restrict access to the service, as described in the advisory."
+        )
+    };
     let see_also = (0..rng.between(1, 3))
         .map(|_| format!("http://www.nessus.org/u?{:08x}", rng.next_u64() as u32))
         .collect::<Vec<_>>()

@@ -75,7 +75,7 @@ pub fn write_nessus_file(path: &Path, target_bytes: u64) -> u64 {
     )
     .unwrap();
     let filler =
-        "The remote host is affected by a vulnerability, which may allow an attacker to \"escalate\" privileges.\n";
+        "The remote host is affected by a vulnerability, which may allow an attacker to \"\"escalate\"\" privileges.\n";
     let mut written = 0u64;
     let mut rows = 0u64;
     let mut i = 0u64;

@@ -127,10 +127,16 @@ async fn attempt_import(
         }
         _ => {}
     }
-    let cancelled_before = match worker.nats.cancel_requested(id).await {
-        Ok(c) => c,
+    match worker.nats.cancel_requested(id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            // Cancelled while it waited in the queue: it does not run at all.
+            crate::cancel::end_unclaimed(worker, id, attempt, shared::Status::Cancelled, None).await;
+            delete_upload(worker, job).await;
+            return AckKind::Term;
+        }
         Err(err) => return retry_later(worker, job, attempt, &format!("checking cancel requests: {err}")).await,
-    };
+    }
     let claim: Option<Claim> = match sqlx::query_as(
         "UPDATE imports SET status = 'processing', attempts = greatest(attempts, $2), started_at = coalesce(started_at, now())
          WHERE id = $1 AND status IN ('queued', 'processing')
@@ -169,9 +175,6 @@ async fn attempt_import(
         worker.config.progress_events,
         worker.merge_rate(),
     );
-    if cancelled_before {
-        cancel.cancel();
-    }
     worker.metrics.jobs_active.add(1);
     let result = pipeline(worker, job, staging, &mut reporter, cancel).await;
     worker.metrics.jobs_active.add(-1);

@@ -14,6 +14,7 @@
 //! - `job`: one attempt, from claim to acknowledgement.
 //! - `load`: object → format reader → COPY.
 //! - `merge`: the lifecycle merge transaction.
+//! - `object`: the uploaded file, read chunk by chunk.
 //! - `progress`: events, coalescing, ETA.
 //! - `cancel`: ending imports no worker holds.
 
@@ -24,6 +25,7 @@ pub mod error;
 mod job;
 mod load;
 mod merge;
+mod object;
 mod progress;
 
 use std::{

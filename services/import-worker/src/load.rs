@@ -97,15 +97,7 @@ pub async fn load(
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> Result<Loaded> {
-    let store = nats.uploads().await.step("opening uploads bucket")?;
-    let object = store.get(spec.object_key).await.map_err(|e| {
-        JobError::invalid(
-            "UPLOAD_MISSING",
-            format!("the uploaded file is no longer in the object store ({e})"),
-            ErrorDetails::default(),
-            &["Upload the file again."],
-        )
-    })?;
+    let object = crate::object::open(nats, spec.object_key).await?;
     let live = Arc::new(Live::default());
     let counting = CountingReader { inner: object, count: live.bytes.clone() };
     let (tx, mut rx) = mpsc::channel::<Message>(4);

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes buffered before they are handed on (the object store writes one chunk per read).
-const COALESCE_BYTES: usize = 256 * 1024;
+pub const COALESCE_BYTES: usize = 512 * 1024;
 
 /// Why an upload stream ended early.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,6 +210,8 @@ async fn store_file(state: &AppState, field: Field<'_>, form: &Form) -> Result<S
     let meta = async_nats::jetstream::object_store::ObjectMetadata {
         name: object_key.clone(),
         description: Some(filename.clone()),
+        // Large chunks (below the server's 1 MiB max_payload) mean fewer round trips both ways.
+        chunk_size: Some(crate::body::COALESCE_BYTES),
         ..Default::default()
     };
     let put = store.put(meta, &mut reader).await;

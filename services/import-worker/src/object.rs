@@ -1,0 +1,53 @@
+//! Reading an uploaded object chunk by chunk with bounded memory. The object store's own reader
+//! is fed by a push consumer that delivers the whole object as fast as the server can, so a file
+//! read slower than that piles up in memory; here each chunk is requested when there is room
+//! for it (a few chunks ahead, to overlap network and parsing).
+
+use std::io;
+
+use bytes::Bytes;
+use shared::{Nats, names};
+use tokio::{io::AsyncRead, sync::mpsc};
+use tokio_util::io::StreamReader;
+
+use crate::error::{JobError, Result, StepExt};
+
+/// Chunks fetched ahead of the reader.
+const READ_AHEAD: usize = 4;
+
+/// Opens the object `key` of the uploads bucket; the reader yields its bytes in order.
+pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+    let store = nats.uploads().await.step("opening uploads bucket")?;
+    let info = store.info(key).await.map_err(|e| {
+        JobError::invalid(
+            "UPLOAD_MISSING",
+            format!("the uploaded file is no longer in the object store ({e})"),
+            Default::default(),
+            &["Upload the file again."],
+        )
+    })?;
+    let stream =
+        nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.step("opening the uploads stream")?;
+    let subject = format!("$O.{}.C.{}", names::UPLOADS_BUCKET, info.nuid);
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    let chunks = info.chunks;
+    tokio::spawn(async move {
+        let mut next_seq = 1;
+        for _ in 0..chunks {
+            let chunk = stream.raw_message_builder().next_by_subject(subject.clone()).sequence(next_seq).send().await;
+            let item = match chunk {
+                Ok(message) => {
+                    next_seq = message.sequence + 1;
+                    Ok(message.payload)
+                }
+                Err(e) => Err(io::Error::other(format!("reading chunk of the upload: {e}"))),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Ok(Box::new(StreamReader::new(Box::pin(chunks))))
+}
