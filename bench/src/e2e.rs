@@ -171,7 +171,9 @@ async fn versions(stack: &Stack) -> Vec<(String, String)> {
 
 fn parse_setting(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
-        Some((name, value)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') => {
+        Some((name, value))
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
+        {
             Ok((name.to_owned(), value.to_owned()))
         }
         _ => Err(format!("{raw:?} is not NAME=VALUE (e.g. enable_nestloop=off)")),

@@ -72,6 +72,19 @@ impl Measured {
         self.rows() as f64 / self.wall.as_secs_f64()
     }
 
+    /// Each step of the merge (the `processing` events, published only with progress events on),
+    /// from its event to the next event.
+    pub fn merge_steps(&self) -> Vec<PhaseTime> {
+        self.events
+            .windows(2)
+            .filter(|pair| pair[0].event.phase == Phase::Processing)
+            .map(|pair| PhaseTime {
+                phase: pair[0].event.message.clone(),
+                seconds: (pair[1].at - pair[0].at).as_secs_f64(),
+            })
+            .collect()
+    }
+
     /// Upload, then each phase from its first event to the next phase's first event.
     pub fn phases(&self) -> Vec<PhaseTime> {
         let mut firsts: Vec<(Phase, Duration)> = Vec::new();

@@ -172,7 +172,9 @@ impl Report {
         println!("logs: {}\n", self.logs.display());
 
         println!("## Imports (upload start to terminal event)\n");
-        println!("| run | rows | wall s | rows/s | upload s | events | gateway RSS / HWM MiB | worker RSS / HWM MiB | load avg |");
+        println!(
+            "| run | rows | wall s | rows/s | upload s | events | gateway RSS / HWM MiB | worker RSS / HWM MiB | load avg |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for m in self.progress_on.iter().chain(&self.progress_off) {
             println!(
@@ -200,6 +202,11 @@ impl Report {
                 .map(|p| format!("{} {:.1}s ({:.0}%)", p.phase, p.seconds, p.seconds / total * 100.0))
                 .collect();
             println!("- {}: {}", m.label, cells.join(" · "));
+            let steps = m.merge_steps();
+            if steps.len() > 1 {
+                let cells: Vec<String> = steps.iter().map(|p| format!("{} {:.1}s", p.phase, p.seconds)).collect();
+                println!("  - merge steps: {}", cells.join(" · "));
+            }
         }
 
         if let Some(m) = self.progress_on.first() {
@@ -261,6 +268,7 @@ impl Report {
                 "uploadSeconds": m.upload.as_secs_f64(),
                 "events": m.events.len(),
                 "phases": m.phases(),
+                "mergeSteps": m.merge_steps(),
                 "gateway": m.gateway,
                 "worker": m.worker,
                 "loadAverage": m.load_average,

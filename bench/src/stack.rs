@@ -142,7 +142,10 @@ impl Stack {
             for (name, value) in settings {
                 // Names are checked to be identifiers; the value is quoted as a literal.
                 let sql = format!("ALTER DATABASE \"{database}\" SET {name} = '{}'", value.replace('\'', "''"));
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.with_context(|| format!("setting {name}"))?;
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .with_context(|| format!("setting {name}"))?;
             }
         }
         let log = self.logs.join(format!("migrate-{database}.log"));

@@ -283,5 +283,5 @@ pub fn plugin_output(rng: &mut Rng, name: &str, host: &str, port: &str) -> Strin
             out.push_str(&fragment);
         }
     }
-    cut(out, 50, 600.max(target).min(600))
+    cut(out, 50, 600)
 }

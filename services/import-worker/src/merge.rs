@@ -129,7 +129,11 @@ async fn try_merge(
     )))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("ANALYZE incoming").execute(&mut *tx).await?;
+    // Probed once per open finding of the covered assets when resolving: index it, so the plan
+    // stays linear even when the statistics of `vulnerabilities` are stale.
+    sqlx::raw_sql("CREATE INDEX ON incoming (asset, check_id, port, protocol); ANALYZE incoming")
+        .execute(&mut *tx)
+        .await?;
 
     step(reporter, cancel, 1, "Recording scanner checks").await?;
     sqlx::query(AssertSqlSafe(format!(
@@ -191,6 +195,10 @@ async fn try_merge(
     .execute(&mut *tx)
     .await?;
 
+    if summary.new > 10_000 {
+        // Many new rows make the table's statistics stale for the next statement.
+        sqlx::query("ANALYZE vulnerabilities").execute(&mut *tx).await?;
+    }
     step(reporter, cancel, 4, "Resolving findings absent from this scan").await?;
     // Only assets this scan covered; a scan of other hosts resolves nothing here.
     let resolved = sqlx::query(

@@ -12,7 +12,9 @@ async fn a_sixty_megabyte_file_imports_with_flat_memory() {
     let env = TestEnv::start().await;
     let path = env.dir().join("large.csv");
     std::fs::create_dir_all(env.dir()).unwrap();
+    let started = std::time::Instant::now();
     let rows = files::write_nessus_file(&path, 62 * MB);
+    println!("generated in {:?}", started.elapsed());
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size >= 60 * MB);
     let mut gateway_process = env.gateway_process(&[]);
@@ -22,11 +24,14 @@ async fn a_sixty_megabyte_file_imports_with_flat_memory() {
     let idle = (gateway_process.rss_bytes(), worker.rss_bytes());
     let gateway = GatewayHandle::new(gateway_process.addr, None);
 
+    let started = std::time::Instant::now();
     let (status, body) = gateway.upload_path(&path, &[]).await;
+    println!("uploaded in {:?}", started.elapsed());
     assert_eq!(status, 202, "{body}");
     let id = body["sessionId"].as_str().unwrap().parse().unwrap();
     let done = env.wait_for_terminal(id, Duration::from_secs(300)).await;
 
+    println!("imported in {:?}", started.elapsed());
     assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
     assert_eq!(done.summary.as_ref().unwrap().rows, rows);
     let (gw_peak, worker_peak) = (gateway_process.peak_rss_bytes(), worker.peak_rss_bytes());
