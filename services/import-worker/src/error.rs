@@ -19,7 +19,7 @@ pub enum JobError {
     },
     /// The file cannot be imported: term, `error` event with this info.
     #[error("{}", .0.message)]
-    Invalid(ErrorInfo),
+    Invalid(Box<ErrorInfo>),
     /// A cancel request arrived: term, `cancelled` event.
     #[error("cancelled")]
     Cancelled,
@@ -28,12 +28,12 @@ pub enum JobError {
 impl JobError {
     /// An invalid-file error with a code, message, details and suggestions.
     pub fn invalid(code: &str, message: impl Into<String>, details: ErrorDetails, suggestions: &[&str]) -> Self {
-        JobError::Invalid(ErrorInfo {
+        JobError::Invalid(Box::new(ErrorInfo {
             code: code.into(),
             message: message.into(),
             details,
             recovery_suggestions: suggestions.iter().map(|s| (*s).to_owned()).collect(),
-        })
+        }))
     }
 }
 

@@ -210,7 +210,7 @@ async fn attempt_import(
         Err(JobError::Invalid(info)) => {
             worker.metrics.jobs_failed.inc();
             tracing::warn!(code = %info.code, message = %info.message, "import failed: the file cannot be imported");
-            if let Err(err) = reporter.failed(info, partial).await {
+            if let Err(err) = reporter.failed(*info, partial).await {
                 tracing::error!(error = %err, "could not record the failure");
             }
             delete_upload(worker, job).await;
@@ -263,7 +263,7 @@ async fn pipeline(
     let c = loaded.counters;
     if c.invalid > 0 && c.invalid as f64 > worker.config.max_invalid_ratio * c.rows as f64 {
         let first = loaded.row_errors.first();
-        return Err(JobError::Invalid(ErrorInfo {
+        return Err(JobError::Invalid(Box::new(ErrorInfo {
             code: "TOO_MANY_INVALID_ROWS".into(),
             message: format!(
                 "{} of {} rows are invalid (more than {:.0}%); nothing was imported. First problem: {}",
@@ -284,7 +284,7 @@ async fn pipeline(
                 "Download the list of invalid rows and fix them in the scanner or the file.".into(),
                 "Check that the format detected matches the scanner that produced the file.".into(),
             ],
-        }));
+        })));
     }
     if cancel.is_cancelled() {
         return Err(JobError::Cancelled);
