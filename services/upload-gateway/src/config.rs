@@ -25,6 +25,10 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub request_timeout_secs: u64,
+    /// Directory of the browser page's static files (served at `/`); the page's
+    /// `socket.io-client` is served from `node_modules/` next to it.
+    #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR", default_value = "web")]
+    pub web_dir: std::path::PathBuf,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -43,6 +47,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout_secs: 3600,
+            web_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../web").into(),
             nats,
             db,
             telemetry: TelemetryConfig::default(),

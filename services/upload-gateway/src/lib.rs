@@ -42,13 +42,23 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Nats, sqlx::PgPool)> {
 /// The API routes with their state, ready to serve or to merge into `hexflow dev`'s router.
 pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &Metrics) -> Router {
     let timeout = Duration::from_secs(config.request_timeout_secs);
+    let web = web_router(&config.web_dir);
     let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config };
     http::api_router()
         .with_state(state)
+        .merge(web)
         // The size limit is enforced while streaming; axum's default 2 MB cap must not apply.
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(TraceLayer::new_for_http())
+}
+
+/// The browser page: static files, and the `socket.io-client` build from `node_modules/`.
+fn web_router(web_dir: &std::path::Path) -> Router {
+    let vendor = web_dir.join("../node_modules/socket.io-client/dist");
+    Router::new()
+        .nest_service("/vendor/socket.io-client", tower_http::services::ServeDir::new(vendor))
+        .fallback_service(tower_http::services::ServeDir::new(web_dir))
 }
 
 /// The readiness checks of the gateway (NATS and PostgreSQL).

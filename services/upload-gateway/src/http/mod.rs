@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, merged here.
 
+mod findings;
 mod imports;
 mod upload;
 
@@ -9,5 +10,5 @@ use crate::state::AppState;
 
 /// Every `/api` route.
 pub fn api_router() -> Router<AppState> {
-    Router::new().merge(imports::router()).merge(upload::router())
+    Router::new().merge(imports::router()).merge(upload::router()).merge(findings::router())
 }
