@@ -1,0 +1,164 @@
+// The browser page, used as an analyst would, in Debian's Chromium against a real stack.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { artifacts, card, corpus, launchBrowser, nessusFile, startStack, until } from './harness.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+/** A fresh stack and a page on it; both closed by the returned `close`. */
+async function open(name, { query = '', viewport = { width: 1280, height: 900 } } = {}) {
+  const stack = await startStack(name);
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('dialog', (d) => d.accept());
+  await page.goto(`${stack.url}/${query}`);
+  await page.locator('#app').waitFor({ state: 'visible' });
+  return {
+    stack, page, context, errors,
+    async close() { await context.close(); await stack.stop(); },
+  };
+}
+
+async function choose(page, ...files) {
+  await page.locator('#files').setInputFiles(files);
+}
+
+async function summaryValue(c, field) {
+  return Number((await c.locator(`[data-field="${field}"] b`).textContent()).replaceAll(',', ''));
+}
+
+describe('the import page', { concurrency: false }, () => {
+  test('an uploaded corpus file reaches 100 % with the right summary', async () => {
+    const t = await open('upload');
+    try {
+      await choose(t.page, path.join(corpus, 'nessus/nessus_many_vuln2-default.csv'));
+      const c = card(t.page, 'nessus_many_vuln2-default.csv');
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      assert.equal(await c.getByRole('progressbar').getAttribute('aria-valuenow'), '100');
+      assert.equal(await c.locator('[data-testid="status"]').textContent(), 'completed');
+      assert.equal(await summaryValue(c, 'new'), 29);
+      assert.equal(await summaryValue(c, 'skipped'), 1);
+      assert.equal(await summaryValue(c, 'invalid rows'), 0);
+      await until(async () => (await t.page.locator('[data-testid="finding"]').count()) === 29, 10000, 'the findings view to refresh');
+      await until(async () => (await t.page.locator('#history tbody tr[data-session]').count()) === 1, 10000, 'the history row');
+      assert.deepEqual(t.errors, []);
+    } finally { await t.close(); }
+  });
+
+  test('a large import cancelled mid-way says cancelled and leaves no findings', async () => {
+    const t = await open('cancel');
+    const file = nessusFile('cancel.csv', 80 << 20);
+    try {
+      await choose(t.page, file);
+      const c = card(t.page, 'cancel.csv');
+      await until(async () => Number(await c.getByRole('progressbar').getAttribute('aria-valuenow')) >= 10
+        && (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'the import to be loading');
+      await c.locator('[data-testid="cancel"]').click();
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'cancelled', 20000, 'the card to say cancelled');
+      await t.page.locator('#f-state').selectOption('all');
+      await t.page.locator('[data-testid="no-findings"]').waitFor({ timeout: 10000 });
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('a cut connection shows reconnecting, then resumes to the end', async () => {
+    const t = await open('reconnect');
+    const file = nessusFile('reconnect.csv', 60 << 20);
+    try {
+      await until(async () => (await t.page.locator('#conn').getAttribute('data-state')) === 'connected', 15000, 'connected');
+      await choose(t.page, file);
+      const c = card(t.page, 'reconnect.csv');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      const cdp = await t.context.newCDPSession(t.page);
+      await cdp.send('Network.enable');
+      await cdp.send('Network.emulateNetworkConditions', { offline: true, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+      await until(async () => (await t.page.locator('#conn').getAttribute('data-state')) === 'reconnecting', 30000, 'reconnecting');
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+      await until(async () => (await t.page.locator('#conn').getAttribute('data-state')) === 'connected', 30000, 'connected again');
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 120000 });
+      assert.equal(await c.getByRole('progressbar').getAttribute('aria-valuenow'), '100');
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('with websockets blocked the import still completes over polling', async () => {
+    const t = await open('polling', { query: '?transport=polling' });
+    try {
+      await t.page.route('**/socket.io/?*transport=websocket*', (route) => route.abort());
+      await choose(t.page, path.join(corpus, 'openvas/report_using_openVAS.csv'));
+      const c = card(t.page, 'report_using_openVAS.csv');
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      assert.equal(await summaryValue(c, 'new'), 13);
+      const transport = await t.page.evaluate(() => window.hexflow.live.socket.io.engine?.transport?.name);
+      assert.equal(transport, 'polling');
+    } finally { await t.close(); }
+  });
+
+  test('two files at once each get their own progress', async () => {
+    const t = await open('two-files');
+    try {
+      await choose(t.page, path.join(corpus, 'tenable_io/nessus_new.csv'), path.join(corpus, 'openvas/report_using_CVE.csv'));
+      const a = card(t.page, 'nessus_new.csv');
+      const b = card(t.page, 'report_using_CVE.csv');
+      await a.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      await b.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      assert.equal(await summaryValue(a, 'new'), 99);
+      assert.equal(await summaryValue(b, 'new'), 43);
+      assert.equal(await t.page.locator('[data-testid="import-card"]').count(), 2);
+    } finally { await t.close(); }
+  });
+
+  test('a reload mid-import brings the card back and it finishes', async () => {
+    const t = await open('reload');
+    const file = nessusFile('reload.csv', 60 << 20);
+    try {
+      await choose(t.page, file);
+      const c = card(t.page, 'reload.csv');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      await t.page.reload();
+      await t.page.locator('#app').waitFor({ state: 'visible' });
+      await card(t.page, 'reload.csv').locator('[data-testid="summary"]').waitFor({ timeout: 120000 });
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('markup in a file name and in its cells is shown as text and never runs', async () => {
+    const t = await open('xss');
+    const name = '<img src=x onerror=window.__xss=1>.csv';
+    const file = path.join(artifacts, 'xss-input.csv');
+    fs.writeFileSync(file, 'asset,check_id,title,severity\n"<img src=x onerror=window.__xss=2>",C1,"<script>window.__xss=3</script>",high\n');
+    try {
+      await t.page.locator('#files').setInputFiles({ name, mimeType: 'text/csv', buffer: fs.readFileSync(file) });
+      const c = card(t.page, '<img src=x');
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      await until(async () => (await t.page.locator('[data-testid="finding"]').count()) === 1, 10000, 'the finding');
+      assert.match(await c.locator('.card-title').textContent(), /<img src=x onerror=window.__xss=1>/);
+      assert.match(await t.page.locator('[data-testid="finding"]').textContent(), /<script>window.__xss=3<\/script>/);
+      assert.equal(await t.page.evaluate(() => window.__xss), undefined);
+      assert.equal(await t.page.locator('#cards img, #findings img, #findings script').count(), 0);
+    } finally { await t.close(); }
+  });
+
+  test('on a 375 px phone nothing overflows; screenshots of the modal and the summary', async () => {
+    const t = await open('phone', { viewport: { width: 375, height: 812 } });
+    const file = nessusFile('phone.csv', 40 << 20);
+    try {
+      await choose(t.page, file);
+      const c = card(t.page, 'phone.csv');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      await c.getByRole('button', { name: 'Details' }).click();
+      await t.page.locator('#modal').waitFor({ state: 'visible' });
+      await t.page.screenshot({ path: path.join(artifacts, 'modal-mid-import.png') });
+      await t.page.locator('#modal-close').click();
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 120000 });
+      const overflow = await t.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `the page is ${overflow} px wider than the viewport`);
+      await c.scrollIntoViewIfNeeded();
+      await t.page.screenshot({ path: path.join(artifacts, 'summary.png') });
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+});
