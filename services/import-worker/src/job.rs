@@ -291,13 +291,19 @@ async fn pipeline(
     }
     reporter.phase(Phase::Processing, format!("Merging {} findings", loaded.findings)).await?;
     let merge_started = std::time::Instant::now();
-    let summary = Summary { rows: c.rows, validation_errors: c.invalid, ..Summary::default() };
+    let summary = Summary {
+        rows: c.rows,
+        validation_errors: c.invalid,
+        skipped_duplicates: loaded.staged.folded,
+        ..Summary::default()
+    };
     let spec = MergeSpec {
         import_id: job.import_id,
         tenant: &job.tenant,
         scanner: format.scanner(),
         scan_date: &job.scan_date,
         staging,
+        unique: loaded.staged.unique,
     };
     let seq = reporter.next_seq();
     let summary = merge::merge(db, &spec, summary, seq, reporter, cancel).await?;

@@ -16,6 +16,7 @@
 //! - `merge`: the lifecycle merge transaction.
 //! - `object`: the uploaded file, read chunk by chunk.
 //! - `progress`: events, coalescing, ETA.
+//! - `staging`: findings encoded for COPY, adjacent repeats folded.
 //! - `cancel`: ending imports no worker holds.
 
 mod cancel;
@@ -27,6 +28,7 @@ mod load;
 mod merge;
 mod object;
 mod progress;
+mod staging;
 
 use std::{
     future::Future,

@@ -3,7 +3,6 @@
 //! cross a bounded channel, so memory stays flat whatever the file size.
 
 use std::{
-    collections::HashSet,
     io::{Cursor, Read},
     pin::Pin,
     sync::{
@@ -13,7 +12,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use formats::{Finding, Format, Limits, ReadError, Row, RowError, ScanReader};
+use formats::{Format, Limits, ReadError, Row, RowError, ScanReader};
 use shared::events::ErrorDetails;
 use sqlx::{PgPool, postgres::PgPoolCopyExt};
 use tokio::{
@@ -25,22 +24,21 @@ use tokio_util::{io::SyncIoBridge, sync::CancellationToken};
 use crate::{
     error::{JobError, Result, StepExt},
     progress::{Counters, Reporter},
+    staging::{BATCH_BYTES, Staged, StagingWriter},
 };
 
-/// Bytes of CSV gathered before one `COPY` send.
-const BATCH_BYTES: usize = 1024 * 1024;
 /// Bytes read before parsing to find the encoding, delimiter and header.
 const SNIFF_BYTES: usize = 1024 * 1024;
-/// Columns of the staging table, in the order rows are written.
-const STAGING_COLUMNS: &str = "line, asset, check_id, port, protocol, cves, severity, cvss, vpr, title, description, solution, output, first_seen, last_seen, fixed";
 
 /// What loading produced.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Rows, bytes and invalid rows.
     pub counters: Counters,
-    /// Findings written to staging (a row can give several, e.g. one per port).
+    /// Findings read (a row can give several, e.g. one per port).
     pub findings: u64,
+    /// What the staging writer folded and whether the staged keys are unique.
+    pub staged: Staged,
     /// The first invalid rows (capped).
     pub row_errors: Vec<RowError>,
 }
@@ -52,7 +50,7 @@ enum Message {
     /// CSV text for the staging table.
     Batch(Vec<u8>),
     /// End of file.
-    Done { findings: u64, row_errors: Vec<RowError> },
+    Done { findings: u64, staged: Staged, row_errors: Vec<RowError> },
     /// The file cannot be read further.
     Failed(JobError),
 }
@@ -108,8 +106,9 @@ pub async fn load(
     };
 
     let copy_sql = format!(
-        "COPY {} ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (asset, check_id, protocol, output))",
-        spec.staging
+        "COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (asset, check_id, protocol, output))",
+        spec.staging,
+        crate::staging::COLUMNS
     );
     let mut copy = db.copy_in_raw(&copy_sql).await.step("starting COPY into staging")?;
     let outcome = loop {
@@ -128,17 +127,17 @@ pub async fn load(
                 }
                 reporter.loading(live.counters()).await?;
             }
-            Some(Message::Done { findings, row_errors }) => break Ok((findings, row_errors)),
+            Some(Message::Done { findings, staged, row_errors }) => break Ok((findings, staged, row_errors)),
             Some(Message::Failed(err)) => break Err(err),
             None => break Err(JobError::Transient { step: "parsing the file", cause: "the parser stopped".into() }),
         }
     };
     drop(rx);
     match outcome {
-        Ok((findings, row_errors)) => {
+        Ok((findings, staged, row_errors)) => {
             copy.finish().await.step("finishing COPY into staging")?;
             let _ = parser.await;
-            Ok(Loaded { counters: live.counters(), findings, row_errors })
+            Ok(Loaded { counters: live.counters(), findings, staged, row_errors })
         }
         Err(err) => {
             // Always end the COPY, so the connection goes back to the pool clean.
@@ -198,7 +197,7 @@ fn parse(
         match row {
             Ok(Row::Findings(list)) => {
                 live.rows.fetch_add(1, Ordering::Relaxed);
-                for finding in &list {
+                for finding in list {
                     writer.write(finding);
                     findings += 1;
                 }
@@ -220,12 +219,11 @@ fn parse(
             return;
         }
     }
-    // The CSV writer buffers internally: only `take` (which flushes) shows the last rows.
-    let rest = writer.take();
+    let (rest, staged) = writer.finish();
     if !rest.is_empty() && !send(Message::Batch(rest)) {
         return;
     }
-    send(Message::Done { findings, row_errors });
+    send(Message::Done { findings, staged, row_errors });
 }
 
 fn read_error(e: ReadError) -> JobError {
@@ -240,68 +238,6 @@ fn read_error(e: ReadError) -> JobError {
         ],
     };
     JobError::invalid(e.code(), e.to_string(), ErrorDetails { line: e.line(), ..Default::default() }, suggestions)
-}
-
-/// Encodes findings as CSV rows of the staging table. Check text is written only with the
-/// first finding of each check, since it repeats on every row of the file.
-struct StagingWriter {
-    writer: csv::Writer<Vec<u8>>,
-    checks_seen: HashSet<String>,
-}
-
-impl Default for StagingWriter {
-    fn default() -> Self {
-        StagingWriter { writer: new_writer(), checks_seen: HashSet::new() }
-    }
-}
-
-fn new_writer() -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(BATCH_BYTES + 64 * 1024))
-}
-
-impl StagingWriter {
-    /// Bytes flushed so far (the writer's own buffer of a few KiB is not counted).
-    fn len(&self) -> usize {
-        self.writer.get_ref().len()
-    }
-
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.writer, new_writer()).into_inner().expect("flushing into a Vec cannot fail")
-    }
-
-    fn write(&mut self, f: &Finding) {
-        let first_of_check = self.checks_seen.insert(f.check_id.clone());
-        let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
-        let (title, description, solution) =
-            if first_of_check { (title, f.description.as_str(), f.solution.as_str()) } else { ("", "", "") };
-        let opt = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
-        let w = &mut self.writer;
-        let result = (|| -> csv::Result<()> {
-            w.write_field(f.line.to_string())?;
-            w.write_field(clean(&f.asset).as_ref())?;
-            w.write_field(clean(&f.check_id).as_ref())?;
-            w.write_field(f.port.to_string())?;
-            w.write_field(clean(&f.protocol).as_ref())?;
-            w.write_field(format!("{{{}}}", f.cves.join(",")))?;
-            w.write_field(f.severity.to_string())?;
-            w.write_field(opt(f.cvss))?;
-            w.write_field(opt(f.vpr))?;
-            w.write_field(clean(title).as_ref())?;
-            w.write_field(clean(description).as_ref())?;
-            w.write_field(clean(solution).as_ref())?;
-            w.write_field(clean(&f.output).as_ref())?;
-            w.write_field(f.first_seen.as_deref().unwrap_or_default())?;
-            w.write_field(f.last_seen.as_deref().unwrap_or_default())?;
-            w.write_field(if f.fixed { "t" } else { "f" })?;
-            w.write_record(None::<&[u8]>)
-        })();
-        result.expect("writing CSV into a Vec cannot fail");
-    }
-}
-
-/// PostgreSQL text cannot hold NUL; everything else is stored verbatim.
-fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains('\0') { s.replace('\0', "\u{FFFD}").into() } else { s.into() }
 }
 
 /// Counts the bytes read from the object, for progress by bytes consumed.

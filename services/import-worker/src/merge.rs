@@ -33,6 +33,8 @@ pub struct MergeSpec<'a> {
     pub scan_date: &'a str,
     /// The staging table.
     pub staging: &'a str,
+    /// The staging rows already have a key each: the merge reads them as they are.
+    pub unique: bool,
 }
 
 /// Runs the merge, retrying on deadlock or serialisation failure. `summary` arrives with the
@@ -40,14 +42,16 @@ pub struct MergeSpec<'a> {
 pub async fn merge(
     db: &PgPool,
     spec: &MergeSpec<'_>,
-    mut summary: Summary,
+    summary: Summary,
     seq: u64,
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> Result<Summary> {
     let mut attempt = 1;
     loop {
-        let result = try_merge(db, spec, &mut summary, seq, reporter, cancel).await;
+        // Each attempt starts from the counts of loading.
+        let mut counted = summary.clone();
+        let result = try_merge(db, spec, &mut counted, seq, reporter, cancel).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                 tracing::warn!(import_id = %spec.import_id, attempt, error = %e, "merge conflicted; retrying");
@@ -58,7 +62,7 @@ pub async fn merge(
                 return Err(JobError::Transient { step: "merging findings", cause: e.to_string() });
             }
             Err(MergeError::Job(e)) => return Err(e),
-            Ok(()) => return Ok(summary),
+            Ok(()) => return Ok(counted),
         }
     }
 }
@@ -115,25 +119,33 @@ async fn try_merge(
         .await?;
 
     step(reporter, cancel, 0, "Deduplicating rows").await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE TEMP TABLE incoming ON COMMIT DROP AS
-         SELECT asset, check_id, port, protocol,
-                ARRAY(SELECT DISTINCT c FROM unnest(string_to_array(string_agg(array_to_string(cves, ','), ','), ',')) c
-                      WHERE c <> '' ORDER BY c) AS cves,
-                max(severity) AS severity, max(cvss) AS cvss, max(vpr) AS vpr,
-                (array_agg(output ORDER BY line))[1] AS output,
-                min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                bool_and(fixed) AS fixed, count(*) AS rows
-         FROM {} GROUP BY asset, check_id, port, protocol",
+    let incoming = if spec.unique {
         spec.staging
+    } else {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE incoming ON COMMIT DROP AS
+             SELECT asset, check_id, port, protocol,
+                    ARRAY(SELECT DISTINCT c FROM unnest(string_to_array(string_agg(array_to_string(cves, ','), ','), ',')) c
+                          WHERE c <> '' ORDER BY c) AS cves,
+                    max(severity) AS severity, max(cvss) AS cvss, max(vpr) AS vpr,
+                    (array_agg(output ORDER BY line))[1] AS output,
+                    min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                    bool_and(fixed) AS fixed, count(*) - 1 AS repeats
+             FROM {} GROUP BY asset, check_id, port, protocol",
+            spec.staging
+        )))
+        .execute(&mut *tx)
+        .await?;
+        "incoming"
+    };
+    // Probed once per open finding of the covered assets when resolving: index it, so the plan
+    // stays linear even when the statistics of `vulnerabilities` are stale.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE INDEX ON {incoming} (asset, check_id, port, protocol); ANALYZE {incoming}"
     )))
     .execute(&mut *tx)
     .await?;
-    // Probed once per open finding of the covered assets when resolving: index it, so the plan
-    // stays linear even when the statistics of `vulnerabilities` are stale.
-    sqlx::raw_sql("CREATE INDEX ON incoming (asset, check_id, port, protocol); ANALYZE incoming")
-        .execute(&mut *tx)
-        .await?;
+    let repeats = if spec.unique { "0" } else { "i.repeats" };
 
     step(reporter, cancel, 1, "Recording scanner checks").await?;
     sqlx::query(AssertSqlSafe(format!(
@@ -150,33 +162,35 @@ async fn try_merge(
     .await?;
 
     step(reporter, cancel, 2, "Comparing with known findings").await?;
-    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(
+    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT count(*) FILTER (WHERE v.id IS NULL AND NOT i.fixed),
                 count(*) FILTER (WHERE v.state = 'resolved' AND NOT i.fixed),
                 count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
                     (v.cves, v.severity, v.cvss, v.vpr, v.output) IS DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
                 count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
                     (v.cves, v.severity, v.cvss, v.vpr, v.output) IS NOT DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
-                coalesce(sum(i.rows - 1), 0)::bigint
-         FROM incoming i
+                coalesce(sum({repeats}), 0)::bigint
+         FROM {incoming} i
          LEFT JOIN vulnerabilities v
            ON v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
-          AND v.port = i.port AND v.protocol = i.protocol",
-    )
+          AND v.port = i.port AND v.protocol = i.protocol"
+    )))
     .bind(spec.tenant)
     .bind(spec.scanner)
     .fetch_one(&mut *tx)
     .await?;
-    (summary.new, summary.reopened, summary.updated, summary.unchanged, summary.skipped_duplicates) =
-        (counts.0 as u64, counts.1 as u64, counts.2 as u64, counts.3 as u64, counts.4 as u64);
+    (summary.new, summary.reopened, summary.updated, summary.unchanged) =
+        (counts.0 as u64, counts.1 as u64, counts.2 as u64, counts.3 as u64);
+    // Rows folded while staging, plus those folded here.
+    summary.skipped_duplicates += counts.4 as u64;
 
     step(reporter, cancel, 3, "Writing findings").await?;
-    sqlx::query(
+    sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO vulnerabilities AS v (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
                                            output, state, first_seen, last_seen, last_import_id)
          SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
                 coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
-         FROM incoming WHERE NOT fixed
+         FROM {incoming} WHERE NOT fixed
          ORDER BY asset, check_id, port, protocol
          ON CONFLICT (tenant, scanner, asset, check_id, port, protocol) DO UPDATE
             SET cves = EXCLUDED.cves, severity = EXCLUDED.severity, cvss = EXCLUDED.cvss, vpr = EXCLUDED.vpr,
@@ -186,8 +200,8 @@ async fn try_merge(
                 last_import_id = EXCLUDED.last_import_id, updated_at = now()
             WHERE (v.state, v.cves, v.severity, v.cvss, v.vpr, v.output, v.last_seen)
                   IS DISTINCT FROM ('open', EXCLUDED.cves, EXCLUDED.severity, EXCLUDED.cvss, EXCLUDED.vpr, EXCLUDED.output,
-                                    greatest(v.last_seen, EXCLUDED.last_seen))",
-    )
+                                    greatest(v.last_seen, EXCLUDED.last_seen))"
+    )))
     .bind(spec.tenant)
     .bind(spec.scanner)
     .bind(spec.scan_date)
@@ -201,14 +215,14 @@ async fn try_merge(
     }
     step(reporter, cancel, 4, "Resolving findings absent from this scan").await?;
     // Only assets this scan covered; a scan of other hosts resolves nothing here.
-    let resolved = sqlx::query(
+    let resolved = sqlx::query(AssertSqlSafe(format!(
         "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
                 last_import_id = $4
          WHERE v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'
-           AND v.asset IN (SELECT DISTINCT asset FROM incoming)
-           AND NOT EXISTS (SELECT 1 FROM incoming i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
-                           AND i.port = v.port AND i.protocol = v.protocol)",
-    )
+           AND v.asset IN (SELECT DISTINCT asset FROM {incoming})
+           AND NOT EXISTS (SELECT 1 FROM {incoming} i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
+                           AND i.port = v.port AND i.protocol = v.protocol)"
+    )))
     .bind(spec.tenant)
     .bind(spec.scanner)
     .bind(spec.scan_date)

@@ -89,18 +89,40 @@ async fn rows_repeating_a_finding_merge_into_one_with_a_cve_list() {
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;
     let _worker = env.worker().await;
-    // The same finding written once per CVE, as Nessus does.
-    let rows = vec![Row::new("h1", "C1", 443), Row::new("h1", "C1", 443), Row::new("h1", "C2", 22)];
-    let mut csv = String::from_utf8(files::generic_csv(&rows)).unwrap();
-    csv = csv.replacen("CVE-2024-0443", "CVE-2024-1111", 1);
+    // The same finding once per CVE, as Nessus writes it: twice in a row, and once more later.
+    let csv = format!(
+        "{}\nh1,C1,T1,low,443,tcp,CVE-2024-0001,4.0,d,s,first\nh1,C1,T1,high,443,tcp,CVE-2024-0002,7.5,d,s,second\n\
+         h1,C2,T2,low,22,tcp,,,d,s,o\nh1,C1,T1,medium,443,tcp,\"CVE-2024-0003, CVE-2024-0001\",5.0,d,s,third\n",
+        files::GENERIC_HEADER
+    );
     let id = gateway.upload_ok(csv.into_bytes(), "dup.csv", &[]).await;
     let done = env.wait_for_terminal(id, Duration::from_secs(30)).await;
     let s = done.summary.unwrap();
-    assert_eq!((s.rows, s.new, s.skipped_duplicates), (3, 2, 1));
-    let cves: Vec<String> =
-        sqlx::query_scalar("SELECT unnest(cves) FROM vulnerabilities WHERE check_id = 'C1' ORDER BY 1")
-            .fetch_all(&env.db)
+    assert_eq!((s.rows, s.new, s.skipped_duplicates), (4, 2, 2));
+    let (cves, severity, cvss, output): (Vec<String>, i16, f32, String) =
+        sqlx::query_as("SELECT cves, severity, cvss, output FROM vulnerabilities WHERE check_id = 'C1'")
+            .fetch_one(&env.db)
             .await
             .unwrap();
-    assert_eq!(cves, ["CVE-2024-0443", "CVE-2024-1111"]);
+    assert_eq!(cves, ["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003"]);
+    assert_eq!((severity, cvss, output.as_str()), (3, 7.5, "first"), "highest scores, first row's output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folding_while_staging_gives_the_same_findings_as_folding_in_the_merge() {
+    // Adjacent repeats are folded while staging; scattered ones by the merge. Same file, two
+    // orders: the findings must not depend on which path folded them.
+    let rows: Vec<Row> = (0..30).map(|i| Row::new(&format!("h{}", i % 3), &format!("C{}", i % 5), 80)).collect();
+    let mut sorted = rows.clone();
+    sorted.sort_by(|a, b| (&a.asset, &a.check_id).cmp(&(&b.asset, &b.check_id)));
+    let mut dumps = Vec::new();
+    for order in [rows, sorted] {
+        let env = TestEnv::start().await;
+        let gateway = env.gateway().await;
+        let _worker = env.worker().await;
+        let s = import(&env, &gateway, &order, "2026-01-01").await;
+        assert_eq!((s.rows, s.new, s.skipped_duplicates), (30, 15, 15));
+        dumps.push(env.findings_dump().await);
+    }
+    assert_eq!(dumps[0], dumps[1]);
 }

@@ -1,0 +1,166 @@
+//! The rows of the staging table, encoded as CSV for `COPY`. Findings that repeat the previous
+//! one's key (scanners write one row per CVE, one after the other) are folded here, as the
+//! merge would fold them; and the keys written are tracked, so the merge can skip its own
+//! deduplication when they are already unique.
+
+use std::{
+    collections::HashSet,
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use formats::Finding;
+
+/// Bytes of CSV gathered before one `COPY` send.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Columns of the staging table, in the order rows are written.
+pub const COLUMNS: &str = "line, asset, check_id, port, protocol, cves, severity, cvss, vpr, title, description, solution, output, first_seen, last_seen, fixed";
+/// Keys tracked for uniqueness (about 10 bytes each); past this the merge deduplicates anyway.
+const MAX_TRACKED_KEYS: usize = 2_000_000;
+
+/// What the writer did besides writing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Staged {
+    /// Findings folded into the one before them (same key).
+    pub folded: u64,
+    /// True when every staged row has a key of its own.
+    pub unique: bool,
+}
+
+/// Encodes findings as CSV rows of the staging table. Check text is written only with the
+/// first finding of each check, since it repeats on every row of the file.
+pub struct StagingWriter {
+    writer: csv::Writer<Vec<u8>>,
+    checks_seen: HashSet<String>,
+    pending: Option<Finding>,
+    keys: Option<HashSet<u64>>,
+    folded: u64,
+}
+
+impl Default for StagingWriter {
+    fn default() -> Self {
+        StagingWriter {
+            writer: new_writer(),
+            checks_seen: HashSet::new(),
+            pending: None,
+            keys: Some(HashSet::new()),
+            folded: 0,
+        }
+    }
+}
+
+fn new_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().has_headers(false).from_writer(Vec::with_capacity(BATCH_BYTES + 64 * 1024))
+}
+
+fn same_key(a: &Finding, b: &Finding) -> bool {
+    a.asset == b.asset && a.check_id == b.check_id && a.port == b.port && a.protocol == b.protocol
+}
+
+/// Folds `next` into `into`, as the merge's GROUP BY does: CVEs united, highest scores, first
+/// output, earliest first seen, latest last seen, fixed only if every row says so.
+fn fold(into: &mut Finding, next: Finding) {
+    into.cves.extend(next.cves);
+    into.cves.sort();
+    into.cves.dedup();
+    into.severity = into.severity.max(next.severity);
+    into.cvss = max_opt(into.cvss, next.cvss);
+    into.vpr = max_opt(into.vpr, next.vpr);
+    into.first_seen = match (into.first_seen.take(), next.first_seen) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    into.last_seen = match (into.last_seen.take(), next.last_seen) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    into.fixed &= next.fixed;
+}
+
+fn max_opt(a: Option<f32>, b: Option<f32>) -> Option<f32> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+impl StagingWriter {
+    /// Bytes flushed so far (the CSV writer's own buffer of a few KiB is not counted).
+    pub fn len(&self) -> usize {
+        self.writer.get_ref().len()
+    }
+
+    /// The CSV written so far.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.writer, new_writer()).into_inner().expect("flushing into a Vec cannot fail")
+    }
+
+    /// Adds a finding (written once the next one shows a different key).
+    pub fn write(&mut self, finding: Finding) {
+        match &mut self.pending {
+            Some(pending) if same_key(pending, &finding) => {
+                fold(pending, finding);
+                self.folded += 1;
+            }
+            _ => {
+                if let Some(previous) = self.pending.replace(finding) {
+                    self.encode(&previous);
+                }
+            }
+        }
+    }
+
+    /// Writes what is pending; returns the last CSV and what was folded.
+    pub fn finish(mut self) -> (Vec<u8>, Staged) {
+        if let Some(last) = self.pending.take() {
+            self.encode(&last);
+        }
+        let staged = Staged { folded: self.folded, unique: self.keys.is_some() };
+        (self.take(), staged)
+    }
+
+    fn track_key(&mut self, f: &Finding) {
+        let Some(keys) = &mut self.keys else { return };
+        let mut h = DefaultHasher::new();
+        (&f.asset, &f.check_id, f.port, &f.protocol).hash(&mut h);
+        // A repeated key (or a hash collision, which only costs the merge's own dedup) or too
+        // many keys to track: the merge deduplicates.
+        if !keys.insert(h.finish()) || keys.len() > MAX_TRACKED_KEYS {
+            self.keys = None;
+        }
+    }
+
+    fn encode(&mut self, f: &Finding) {
+        self.track_key(f);
+        let first_of_check = self.checks_seen.insert(f.check_id.clone());
+        let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
+        let (title, description, solution) =
+            if first_of_check { (title, f.description.as_str(), f.solution.as_str()) } else { ("", "", "") };
+        let opt = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
+        let w = &mut self.writer;
+        let result = (|| -> csv::Result<()> {
+            w.write_field(f.line.to_string())?;
+            w.write_field(clean(&f.asset).as_ref())?;
+            w.write_field(clean(&f.check_id).as_ref())?;
+            w.write_field(f.port.to_string())?;
+            w.write_field(clean(&f.protocol).as_ref())?;
+            w.write_field(format!("{{{}}}", f.cves.join(",")))?;
+            w.write_field(f.severity.to_string())?;
+            w.write_field(opt(f.cvss))?;
+            w.write_field(opt(f.vpr))?;
+            w.write_field(clean(title).as_ref())?;
+            w.write_field(clean(description).as_ref())?;
+            w.write_field(clean(solution).as_ref())?;
+            w.write_field(clean(&f.output).as_ref())?;
+            w.write_field(f.first_seen.as_deref().unwrap_or_default())?;
+            w.write_field(f.last_seen.as_deref().unwrap_or_default())?;
+            w.write_field(if f.fixed { "t" } else { "f" })?;
+            w.write_record(None::<&[u8]>)
+        })();
+        result.expect("writing CSV into a Vec cannot fail");
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; everything else is stored verbatim.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}").into() } else { s.into() }
+}
