@@ -307,7 +307,7 @@ async fn pipeline(
     };
     let seq = reporter.next_seq();
     let summary = merge::merge(db, &spec, summary, seq, reporter, cancel).await?;
-    worker.observe_merge(loaded.findings, merge_started.elapsed());
+    worker.observe_merge(c.rows, merge_started.elapsed());
     Ok(summary)
 }
 

@@ -164,12 +164,11 @@ impl Reporter {
         self.publish(false).await
     }
 
-    /// Merge progress: `step` of `steps` statements done.
-    pub async fn processing(&mut self, step: u32, steps: u32, message: &str) -> Result<()> {
-        let remaining_rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64
-            * (1.0 - f64::from(step) / f64::from(steps));
-        self.event.eta_seconds = Some(round1(remaining_rows / self.merge_rows_per_second + 0.2));
-        self.advance(Phase::Processing, f64::from(step) / f64::from(steps), message.into());
+    /// Merge progress: `fraction` (0–1) of the merge's expected time is behind.
+    pub async fn processing(&mut self, fraction: f64, message: &str) -> Result<()> {
+        let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
+        self.event.eta_seconds = Some(round1(rows * (1.0 - fraction) / self.merge_rows_per_second + 0.2));
+        self.advance(Phase::Processing, fraction, message.into());
         if self.intermediate {
             self.publish(false).await?;
             self.last_sent = Some(Instant::now());
@@ -196,7 +195,8 @@ impl Reporter {
         due
     }
 
-    /// Remaining load time from the byte rate, plus the merge at the measured merge rate.
+    /// Remaining load time from the byte rate, plus the merge of the rows expected in the file at
+    /// the measured merge rate (rows per second).
     fn eta(&self, c: Counters, secs: f64) -> Option<f64> {
         if secs < 0.5 || c.bytes == 0 || c.rows == 0 {
             return None;
