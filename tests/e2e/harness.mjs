@@ -45,6 +45,8 @@ export async function until(check, ms, what) {
 /** A running `hexflow dev`, its log kept under tests/e2e/artifacts. */
 export async function startStack(name) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hexflow-e2e-'));
+  // As root, hexflow runs PostgreSQL as the postgres user, which must be able to enter it.
+  fs.chmodSync(dir, 0o755);
   const port = await freePort();
   const log = path.join(artifacts, `${name}.log`);
   const out = fs.openSync(log, 'w');

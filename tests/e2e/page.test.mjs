@@ -149,7 +149,7 @@ describe('the import page', { concurrency: false }, () => {
     try {
       await choose(t.page, file);
       const c = card(t.page, 'phone.csv');
-      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      await until(async () => Number(await c.getByRole('progressbar').getAttribute('aria-valuenow')) >= 15, 60000, 'loading under way');
       await c.getByRole('button', { name: 'Details' }).click();
       await t.page.locator('#modal').waitFor({ state: 'visible' });
       await t.page.screenshot({ path: path.join(artifacts, 'modal-mid-import.png') });

@@ -17,7 +17,10 @@ export class Cards {
     this.frame = null;
     this.openKey = null;
     modal.querySelector('#modal-close').addEventListener('click', () => modal.close());
-    modal.addEventListener('close', () => { this.openKey = null; });
+    modal.addEventListener('close', () => {
+      this.openKey = null;
+      modal.querySelector('#modal-content').replaceChildren();
+    });
   }
 
   /** Imports remembered in localStorage (so a reloaded tab finds them again). */
@@ -136,7 +139,7 @@ function detail(item, { onCancel, onOpen, compact }) {
   const percent = item.upload
     ? (item.upload.total ? (100 * item.upload.loaded) / item.upload.total : 0)
     : (e?.progress ?? 0);
-  const root = el('article', { 'data-status': status, 'data-testid': 'import-card', 'data-session': item.id || '' });
+  const root = el('article', { 'data-status': status, 'data-testid': compact ? 'import-card' : 'import-detail', 'data-session': item.id || '' });
   const head = el('div', { class: 'card-head' },
     el('span', { class: 'card-title', text: item.filename }),
     el('span', { class: 'pill', 'data-status': status, 'data-testid': 'status', text: item.upload ? 'uploading' : status }));

@@ -113,6 +113,11 @@ impl Drop for EmbeddedNats {
     }
 }
 
+/// True when the `postgres` user can reach `dir`.
+fn postgres_can_enter(dir: &Path) -> bool {
+    Command::new("runuser").args(["-u", "postgres", "--", "test", "-x"]).arg(dir).status().is_ok_and(|s| s.success())
+}
+
 /// A PostgreSQL cluster of our own, started with `pg_ctl`.
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
@@ -143,7 +148,17 @@ impl EmbeddedPostgres {
             find_program("pg_ctl", &dirs).context("pg_ctl not found; install postgresql or set DATABASE_URL")?;
         let as_postgres = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
         std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let data_dir = data_dir.canonicalize()?;
+        let mut data_dir = data_dir.canonicalize()?;
+        if as_postgres && !postgres_can_enter(data_dir.parent().unwrap_or(&data_dir)) {
+            // A private parent (a 0700 home or temp dir) keeps the postgres user out: use a
+            // directory of its own, named after the one asked for so reruns find it again.
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&data_dir, &mut hasher);
+            let fallback = PathBuf::from(format!("/var/tmp/hexflow-postgres-{:016x}", std::hash::Hasher::finish(&hasher)));
+            tracing::warn!(asked = %data_dir.display(), using = %fallback.display(), "the postgres user cannot reach the data directory; using another");
+            std::fs::create_dir_all(&fallback)?;
+            data_dir = fallback;
+        }
         if as_postgres {
             let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&data_dir).status()?;
             if !status.success() {
