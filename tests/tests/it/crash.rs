@@ -48,3 +48,37 @@ async fn a_worker_killed_mid_import_is_replaced_and_the_result_equals_a_clean_ru
     assert!(a == b, "the final tables equal a clean run's");
     assert_eq!(done.summary.unwrap().new, clean_done.summary.unwrap().new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_import_loses_nothing() {
+    let mut env = TestEnv::start().await;
+    let path = env.dir().join("broker.csv");
+    std::fs::create_dir_all(env.dir()).unwrap();
+    files::write_nessus_file(&path, 30 * 1024 * 1024);
+    let gateway = env.gateway().await;
+    let _worker = env.worker_with(|c| c.ack_wait_secs = 2).await;
+    let id = Uuid::now_v7();
+    let (status, _) = gateway.upload_path(&path, &[("sessionId", &id.to_string()), ("scanDate", SCAN_DATE)]).await;
+    assert_eq!(status, 202);
+    env.wait_for(id, Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 15.0).await;
+
+    env.nats_server.kill();
+    let mut ready = gateway.get("/readyz").await;
+    for _ in 0..100 {
+        if ready.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = gateway.get("/readyz").await;
+    }
+    assert_eq!(ready.0, 503, "readiness reports the broker gone: {}", ready.1);
+    assert_eq!(ready.1["checks"]["nats"]["ok"], false);
+    env.nats_server.restart().unwrap();
+
+    let done = env.wait_for_terminal(id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    assert!(!env.staging_exists(id).await);
+    let (status, _) = gateway.get("/readyz").await;
+    assert_eq!(status, 200, "ready again");
+    assert_eq!(env.scalar("SELECT count(*) FROM imports WHERE status = 'completed'").await, 1);
+}
