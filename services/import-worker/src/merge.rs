@@ -187,13 +187,14 @@ async fn try_merge(
     summary.skipped_duplicates += counts.4 as u64;
 
     step(reporter, cancel, 3, "Writing findings").await?;
+    // No ORDER BY needed for lock order: every row has this tenant and scanner, whose merges
+    // the advisory lock already serialises.
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO vulnerabilities AS v (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
                                            output, state, first_seen, last_seen, last_import_id)
          SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
                 coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
          FROM {incoming} WHERE NOT fixed
-         ORDER BY asset, check_id, port, protocol
          ON CONFLICT (tenant, scanner, asset, check_id, port, protocol) DO UPDATE
             SET cves = EXCLUDED.cves, severity = EXCLUDED.severity, cvss = EXCLUDED.cvss, vpr = EXCLUDED.vpr,
                 output = EXCLUDED.output, state = 'open', resolved_at = NULL,
