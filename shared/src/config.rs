@@ -100,10 +100,16 @@ pub struct TelemetryConfig {
     /// Log format.
     #[arg(long = "log-format", env = "HEXFLOW_LOG_FORMAT", value_name = "HEXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub format: LogFormat,
+    /// OTLP/gRPC collector that receives the spans (e.g. http://otel-collector:4317); unset: no export.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Service name on exported spans [default: the service's own].
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { filter: None, format: LogFormat::Human }
+        TelemetryConfig { filter: None, format: LogFormat::Human, otlp_endpoint: None, service_name: None }
     }
 }

@@ -3,6 +3,7 @@
 //! embedded migrator, metrics and the ops endpoints.
 //!
 //! # Layout
+//! - [`auth`]: JWT (HS256) verification, `Identity`, the access rule.
 //! - [`events`]: `ProgressEvent`, `ImportJob` and their parts (the JSON contract).
 //! - [`names`]: subjects, streams, buckets, rooms.
 //! - [`config`]: `NatsConfig`, `DbConfig`, `TelemetryConfig`, `Secret`.
@@ -11,6 +12,7 @@
 //! - [`db`]: pool, start-up wait, `MIGRATOR`.
 //! - [`metrics`], [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod db;

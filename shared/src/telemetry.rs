@@ -1,26 +1,109 @@
-//! Logging set-up and W3C trace context (`traceparent`) carried in NATS headers.
+//! Logging set-up, span export over OTLP (when `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and W3C
+//! trace context (`traceparent`) carried in NATS headers from the upload request to the worker.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use std::sync::OnceLock;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-/// Installs the global subscriber. `default_filter` applies when neither `HEXFLOW_LOG` nor
-/// `RUST_LOG` is set (for example `"info,hexflow=debug"`). Safe to call twice: the second call
-/// is a no-op, which lets tests and `hexflow dev` share it.
+/// The span exporter, kept to flush it at shutdown.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber as service `hexflow`; see [`init_service`].
 pub fn init(config: &TelemetryConfig, default_filter: &str) {
+    init_service(config, "hexflow", default_filter);
+}
+
+/// Installs the global subscriber. `default_filter` applies when neither `HEXFLOW_LOG` nor
+/// `RUST_LOG` is set (for example `"info,hexflow=debug"`). With an OTLP endpoint, spans are also
+/// exported, named after `service` unless `OTEL_SERVICE_NAME` says otherwise. Must run inside
+/// the Tokio runtime. Safe to call twice: the second call is a no-op, which lets tests and
+/// `hexflow dev` share it.
+pub fn init_service(config: &TelemetryConfig, service: &str, default_filter: &str) {
     let filter =
         config.filter.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_filter.to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|err| {
         eprintln!("HEXFLOW_LOG: invalid filter {filter:?} ({err}); using {default_filter:?}");
         EnvFilter::new(default_filter)
     });
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match config.format {
-        LogFormat::Human => registry.with(fmt::layer().with_target(true)).try_init(),
-        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).try_init(),
+    let fmt_layer = match config.format {
+        LogFormat::Human => fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => fmt::layer().json().flatten_event(true).boxed(),
     };
+    let otel_layer = config.otlp_endpoint.as_deref().and_then(|endpoint| {
+        let name = config.service_name.as_deref().unwrap_or(service);
+        match otlp_provider(endpoint, name) {
+            Ok(provider) => {
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let tracer = provider.tracer(name.to_owned());
+                let _ = PROVIDER.set(provider);
+                // The exporter's own HTTP/2 client must not trace itself.
+                let quiet = EnvFilter::new("trace,h2=off,tonic=off,hyper=off,tower=off,opentelemetry=off");
+                Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(quiet))
+            }
+            Err(err) => {
+                eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: cannot export spans ({err}); continuing without");
+                None
+            }
+        }
+    });
+    let result = tracing_subscriber::registry().with(filter).with(otel_layer).with(fmt_layer).try_init();
     // An already-installed subscriber (tests, `hexflow dev`) is fine.
     drop(result);
+}
+
+fn otlp_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .build())
+}
+
+/// Sends the spans still buffered (call before the process exits).
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get()
+        && let Err(err) = provider.shutdown()
+    {
+        eprintln!("flushing spans: {err}");
+    }
+}
+
+/// Makes `ctx` the remote parent of `span`, so the span joins the caller's trace in the
+/// collector. Without span export it does nothing.
+pub fn adopt(span: &tracing::Span, ctx: TraceContext) {
+    if PROVIDER.get().is_none() {
+        return;
+    }
+    let remote = SpanContext::new(
+        TraceId::from_bytes(ctx.trace_id.to_be_bytes()),
+        SpanId::from_bytes(ctx.span_id.to_be_bytes()),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// The context of the current span when spans are exported (the next hop's parent).
+pub fn current() -> Option<TraceContext> {
+    PROVIDER.get()?;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| TraceContext {
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+    })
 }
 
 /// Name of the W3C trace context header.
@@ -80,8 +163,14 @@ impl TraceContext {
     /// Headers carrying this context to the next hop.
     pub fn to_nats_headers(self) -> async_nats::HeaderMap {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(TRACEPARENT, self.child().to_header().as_str());
+        headers.insert(TRACEPARENT, self.to_header().as_str());
         headers
+    }
+
+    /// The context to hand on from the current span: the exported span's own when spans are
+    /// exported, else a new span id in the same trace.
+    pub fn for_next_hop(self) -> TraceContext {
+        current().unwrap_or_else(|| self.child())
     }
 }
 

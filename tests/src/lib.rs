@@ -6,6 +6,8 @@
 //! Logs stay quiet unless `TEST_LOG` is set.
 
 pub mod files;
+pub mod realtime;
+pub mod sio;
 pub mod stack;
 
 pub use stack::{GatewayHandle, TestEnv, WorkerHandle};

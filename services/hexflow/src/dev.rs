@@ -4,6 +4,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use shared::{
     config::{DbConfig, NatsConfig},
     metrics::Metrics,
@@ -26,6 +27,9 @@ pub struct DevConfig {
     /// Worker settings (its own listen address is unused: ops are on the stack's address).
     #[command(flatten)]
     pub worker: WorkerOnly,
+    /// Socket.IO settings (served on the stack's address, next to the upload API).
+    #[command(flatten)]
+    pub realtime: realtime_gateway::Options,
 }
 
 /// The worker settings that are not shared with the gateway.
@@ -91,7 +95,7 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
 pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     shared::telemetry::init(
         &config.gateway.telemetry,
-        "info,hexflow=debug,upload_gateway=debug,import_worker=debug,sqlx=warn,tower_http=info",
+        "info,hexflow=debug,upload_gateway=debug,import_worker=debug,realtime_gateway=debug,sqlx=warn,tower_http=info",
     );
     let infra = infrastructure(&config.gateway.nats, &config.gateway.db, &config.data_dir).await?;
     let pool = shared::db::pool(&infra.db)?;
@@ -107,16 +111,28 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     worker_config.concurrency = config.worker.concurrency;
     let worker = import_worker::Worker::connect(worker_config, metrics.clone()).await?;
 
-    let ops = ops::Ops { service: "hexflow-dev", ..upload_gateway::ops(&nats, &db, &metrics) };
-    let app = upload_gateway::api_router(Arc::new(gateway_config.clone()), nats, db, &metrics).merge(ops::router(ops));
     let listener = TcpListener::bind(gateway_config.listen)
         .await
         .with_context(|| format!("binding HEXFLOW_LISTEN={}", gateway_config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::warn!(
-        "AUTHENTICATION IS OFF: every caller is the anonymous user of tenant \"default\" (development mode)"
+    let mut realtime_options = config.realtime.clone();
+    if realtime_options.cors_origins.0.is_empty() {
+        // The page is served from this address; its origin is the only one let in by default.
+        realtime_options.cors_origins.0 = vec![format!("http://localhost:{}", addr.port()), format!("http://{addr}")];
+    }
+    let realtime =
+        realtime_gateway::Realtime::start(realtime_options, &gateway_config.auth, nats.clone(), db.clone(), &metrics);
+    let mut ops = ops::Ops { service: "hexflow-dev", ..upload_gateway::ops(&nats, &db, &metrics) };
+    ops.checks.push(realtime.check());
+    let app = realtime.mount(
+        upload_gateway::api_router(Arc::new(gateway_config.clone()), nats, db, &metrics).merge(ops::router(ops)),
     );
-    tracing::info!(url = %format!("http://{addr}"), nats = infra.nats.url(), "hexflow dev is up");
+    if gateway_config.auth.secret.is_none() {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: every caller is the anonymous user of tenant \"default\" (development mode; set HEXFLOW_AUTH_SECRET for multi-user)"
+        );
+    }
+    tracing::info!(url = %format!("http://{addr}"), nats = infra.nats.url(), "hexflow dev is up (HTTP API and Socket.IO)");
     println!("hexflow dev listening on http://{addr}");
 
     let stop = CancellationToken::new();
@@ -126,11 +142,15 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     };
     let server_stop = stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { server_stop.cancelled().await }).await
+        axum::serve(listener.tap_io(realtime_gateway::no_delay), app)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
     });
     crate::shutdown_signal().await;
     tracing::info!("stopping");
     stop.cancel();
+    // Sockets are disconnected (not left hanging) so browsers reconnect when the stack is back.
+    realtime.close().await;
     server.await??;
     worker_task.await??;
     drop(infra);

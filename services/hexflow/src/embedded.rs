@@ -154,7 +154,8 @@ impl EmbeddedPostgres {
             // directory of its own, named after the one asked for so reruns find it again.
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&data_dir, &mut hasher);
-            let fallback = PathBuf::from(format!("/var/tmp/hexflow-postgres-{:016x}", std::hash::Hasher::finish(&hasher)));
+            let fallback =
+                PathBuf::from(format!("/var/tmp/hexflow-postgres-{:016x}", std::hash::Hasher::finish(&hasher)));
             tracing::warn!(asked = %data_dir.display(), using = %fallback.display(), "the postgres user cannot reach the data directory; using another");
             std::fs::create_dir_all(&fallback)?;
             data_dir = fallback;

@@ -19,6 +19,8 @@ enum Command {
     Dev(dev::DevConfig),
     /// The upload gateway alone.
     UploadGateway(upload_gateway::Config),
+    /// The realtime gateway (Socket.IO progress rooms) alone.
+    RealtimeGateway(realtime_gateway::Config),
     /// An import worker alone.
     ImportWorker(import_worker::Config),
     /// Apply database migrations and exit.
@@ -33,15 +35,31 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let result = run(Cli::parse().command).await;
+    // Spans still buffered for the collector go out before the process ends.
+    shared::telemetry::shutdown();
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Dev(config) => dev::run(config).await,
         Command::UploadGateway(config) => {
-            shared::telemetry::init(&config.telemetry, "info,upload_gateway=debug,sqlx=warn");
+            shared::telemetry::init_service(&config.telemetry, "upload-gateway", "info,upload_gateway=debug,sqlx=warn");
             let gateway = upload_gateway::Gateway::build(config).await?;
             gateway.run_until_stopped(shutdown_signal()).await
         }
+        Command::RealtimeGateway(config) => {
+            shared::telemetry::init_service(
+                &config.telemetry,
+                "realtime-gateway",
+                "info,realtime_gateway=debug,socketioxide=info,sqlx=warn",
+            );
+            let gateway = realtime_gateway::Gateway::build(config).await?;
+            gateway.run_until_stopped(shutdown_signal()).await
+        }
         Command::ImportWorker(config) => {
-            shared::telemetry::init(&config.telemetry, "info,import_worker=debug,sqlx=warn");
+            shared::telemetry::init_service(&config.telemetry, "import-worker", "info,import_worker=debug,sqlx=warn");
             let listen = config.listen;
             let worker = import_worker::Worker::connect(config, Metrics::default()).await?;
             let listener = tokio::net::TcpListener::bind(listen)

@@ -50,6 +50,9 @@ pub async fn handle(worker: Worker, message: Message) {
         attempt,
         trace_id = trace.map(|t| t.trace_id_hex()).unwrap_or_default()
     );
+    if let Some(parent) = trace {
+        shared::telemetry::adopt(&span, parent);
+    }
     async move {
         let heartbeat = spawn_heartbeat(message.clone(), worker.config.ack_wait());
         let ack = run(&worker, &job, attempt, trace).await;
@@ -158,7 +161,7 @@ async fn attempt_import(
     let mut reporter = Reporter::new(
         worker.nats.clone(),
         db.clone(),
-        trace,
+        trace.map(TraceContext::for_next_hop),
         id,
         attempt,
         snapshot_seq.max(claim.last_seq as u64),

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
-use shared::config::{DbConfig, NatsConfig, TelemetryConfig};
+use shared::{
+    auth::AuthConfig,
+    config::{DbConfig, NatsConfig, TelemetryConfig},
+};
 
 /// Default upload size limit: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -29,6 +32,9 @@ pub struct Config {
     /// `socket.io-client` is served from `node_modules/` next to it.
     #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR", default_value = "web")]
     pub web_dir: std::path::PathBuf,
+    /// Authentication (open mode when no secret is set).
+    #[command(flatten)]
+    pub auth: AuthConfig,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -48,6 +54,7 @@ impl Config {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout_secs: 3600,
             web_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../web").into(),
+            auth: AuthConfig::default(),
             nats,
             db,
             telemetry: TelemetryConfig::default(),

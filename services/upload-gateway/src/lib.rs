@@ -43,7 +43,13 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Nats, sqlx::PgPool)> {
 pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &Metrics) -> Router {
     let timeout = Duration::from_secs(config.request_timeout_secs);
     let web = web_router(&config.web_dir);
-    let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config };
+    let auth = shared::auth::Authenticator::new(&config.auth);
+    if auth.is_open() {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (HEXFLOW_AUTH_SECRET unset): every caller is the anonymous user of tenant \"default\""
+        );
+    }
+    let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config, auth };
     http::api_router()
         .with_state(state)
         .merge(web)

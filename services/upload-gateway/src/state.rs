@@ -2,14 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    Json,
+    extract::FromRequestParts,
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
 use shared::{
     Nats,
+    auth::{AuthError, Authenticator},
     metrics::{Counter, Histogram, Metrics},
 };
 use sqlx::PgPool;
 
-use crate::{config::Config, error::ApiError};
+use crate::config::Config;
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +27,8 @@ pub struct AppState {
     pub nats: Nats,
     /// Limits and defaults.
     pub config: Arc<Config>,
+    /// Verifies callers' tokens (or lets everyone in, in open mode).
+    pub auth: Authenticator,
     /// Counters shown at `/metrics`.
     pub metrics: GatewayMetrics,
 }
@@ -53,33 +62,26 @@ impl GatewayMetrics {
     }
 }
 
-/// The caller: who owns what they upload, and which tenant's imports they may see.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// User id (`sub`).
-    pub user: String,
-    /// Tenant the user belongs to.
-    pub tenant: String,
-    /// Tenant admins see and cancel every import of their tenant.
-    pub admin: bool,
-}
+/// The caller, from the `Authorization: Bearer <jwt>` header when a secret is configured (anonymous
+/// in open mode). The access rule is `shared::auth`'s, the same the realtime gateway applies.
+pub use shared::auth::Identity;
 
-impl Identity {
-    /// The caller in open mode (no authentication configured).
-    pub fn anonymous() -> Self {
-        Identity { user: "anonymous".into(), tenant: "default".into(), admin: false }
-    }
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = AuthRejection;
 
-    /// True when the caller may see and cancel an import of `owner` in `tenant`.
-    pub fn may_access(&self, owner: &str, tenant: &str) -> bool {
-        tenant == self.tenant && (owner == self.user || self.admin)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default());
+        state.auth.authenticate_header(header).map_err(AuthRejection)
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Identity {
-    type Rejection = ApiError;
+/// 401 `UNAUTHORIZED`: the token is missing or invalid (the message says which).
+#[derive(Debug)]
+pub struct AuthRejection(pub AuthError);
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Identity::anonymous())
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": "UNAUTHORIZED", "message": self.0.to_string() } });
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
     }
 }

@@ -100,3 +100,37 @@ async fn health_readiness_and_metrics_answer() {
     let metrics = reqwest::get(format!("{}/metrics", gateway.base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("hexflow_uploads_accepted_total 0"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_trace_context_travels_with_the_job_and_the_events() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(files::generic_csv(&[files::Row::new("h1", "C1", 80)])).file_name("t.csv"),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/imports", gateway.base))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id: Uuid = response.json::<serde_json::Value>().await.unwrap()["sessionId"].as_str().unwrap().parse().unwrap();
+
+    // No worker runs: the job is still in the work queue, with its headers.
+    let jobs = env.nats.js.get_stream(shared::names::JOBS_STREAM).await.unwrap();
+    let job = jobs.get_raw_message(1).await.unwrap();
+    let header = job.headers.get("traceparent").expect("the job carries traceparent").as_str().to_owned();
+    assert!(header.starts_with(&format!("00-{trace_id}-")), "{header}");
+    assert!(!header.contains("00f067aa0ba902b7"), "the next hop has a span id of its own: {header}");
+    let body: serde_json::Value = serde_json::from_slice(&job.payload).unwrap();
+    assert_eq!(body["traceparent"].as_str(), Some(header.as_str()));
+    assert_eq!(body["importId"], id.to_string());
+
+    let progress = env.nats.js.get_stream(shared::names::PROGRESS_STREAM).await.unwrap();
+    let snapshot = progress.get_last_raw_message_by_subject(&shared::names::progress_subject(id)).await.unwrap();
+    assert!(snapshot.headers.get("traceparent").unwrap().as_str().contains(trace_id));
+}

@@ -9,3 +9,4 @@ mod events;
 mod http_api;
 mod large_file;
 mod lifecycle;
+mod realtime;

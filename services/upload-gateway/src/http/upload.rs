@@ -58,12 +58,12 @@ async fn create_import(
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<Value>)> {
     let started = Instant::now();
-    let trace = headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse)
-        .map(TraceContext::child)
-        .unwrap_or_else(TraceContext::new_root);
+    // Join the caller's trace when it sent one; the job and the events carry this span's context.
+    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+    if let Some(parent) = incoming {
+        shared::telemetry::adopt(&tracing::Span::current(), parent);
+    }
+    let trace = incoming.unwrap_or_else(TraceContext::new_root).for_next_hop();
     tracing::Span::current().record("trace_id", trace.trace_id_hex());
     let result = async {
         refuse_oversized_request(&headers, state.config.max_upload_bytes)?;
