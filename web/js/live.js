@@ -94,6 +94,7 @@ export class Live {
     this.socket.timeout(5000).emit('join-progress', { sessionId: id }, (err, answer) => {
       if (err) { debug('join timed out', id); this.pollOnce(id); return; }
       if (answer?.ok && answer.snapshot) this.deliver(answer.snapshot);
+      else if (answer?.ok) this.pollOnce(id); // the snapshot expired: the API rebuilds it from the database
       else if (answer && !answer.ok) {
         debug('join refused', id, answer.error);
         if (answer.error?.code === 'SESSION_NOT_FOUND') this.pollOnce(id);
