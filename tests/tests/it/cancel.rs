@@ -70,7 +70,8 @@ async fn an_import_cancelled_while_loading_leaves_nothing_behind() {
     let done = log.wait_for(Duration::from_secs(10), |e| e.is_terminal()).await;
 
     assert_eq!(done.status, Status::Cancelled);
-    assert!(asked.elapsed() < Duration::from_secs(3), "heard within a batch ({:?})", asked.elapsed());
+    println!("cancel to terminal event: {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(1), "heard within a batch ({:?})", asked.elapsed());
     let partial = done.partial_results.expect("partial results on cancel");
     assert!(partial.processed_rows > 0);
     assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0, "final tables untouched");
