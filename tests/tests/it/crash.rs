@@ -82,3 +82,38 @@ async fn a_broker_restart_mid_import_loses_nothing() {
     assert_eq!(status, 200, "ready again");
     assert_eq!(env.scalar("SELECT count(*) FROM imports WHERE status = 'completed'").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_keeps_failing_ends_in_error_after_the_last_delivery() {
+    let env = TestEnv::start().await;
+    // Every attempt fails outside the file: the staging tables cannot be created.
+    sqlx::query("ALTER TABLE import_staging_template RENAME TO import_staging_template_gone")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let gateway = env.gateway().await;
+    let _worker = env.worker_with(|c| c.max_deliver = 2).await;
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+    gateway
+        .upload_ok(
+            files::generic_csv(&[files::Row::new("h1", "C1", 80)]),
+            "doomed.csv",
+            &[("sessionId", &id.to_string())],
+        )
+        .await;
+
+    let done = env.wait_for_terminal(id, Duration::from_secs(60)).await;
+
+    assert_eq!(done.status, Status::Error);
+    assert_eq!(done.attempt, 2);
+    let error = done.error.unwrap();
+    assert_eq!(error.code, "IMPORT_FAILED");
+    assert!(error.message.contains("2 times") && error.message.contains("staging"), "{}", error.message);
+    assert!(!error.recovery_suggestions.is_empty());
+    assert!(
+        log.events().iter().any(|e| e.attempt == 1 && e.message.contains("retrying")),
+        "the first failure was announced as a retry"
+    );
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0);
+}
