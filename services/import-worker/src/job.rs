@@ -385,7 +385,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs((2u64 << attempt.min(5)).min(60))
 }
 
-async fn delete_upload(worker: &Worker, job: &ImportJob) {
+/// Removes the uploaded file unless uploads are kept.
+pub(crate) async fn delete_upload(worker: &Worker, job: &ImportJob) {
     if worker.config.keep_uploads {
         return;
     }

@@ -117,3 +117,38 @@ async fn an_import_that_keeps_failing_ends_in_error_after_the_last_delivery() {
     );
     assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_on_the_last_delivery_leaves_an_error_not_a_stuck_import() {
+    let env = TestEnv::start().await;
+    let path = env.dir().join("last.csv");
+    std::fs::create_dir_all(env.dir()).unwrap();
+    files::write_nessus_file(&path, 30 * 1024 * 1024);
+    let gateway = env.gateway().await;
+    let env_vars = [("HEXFLOW_WORKER_ACK_WAIT_SECS", "2"), ("HEXFLOW_WORKER_MAX_DELIVER", "1")];
+    let mut doomed = env.worker_process(&env_vars);
+    doomed.wait_ready(Duration::from_secs(30)).await;
+    let id = Uuid::now_v7();
+    gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
+    env.wait_for(id, Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 10.0).await;
+
+    doomed.kill();
+    // Another worker hears that the job ran out of deliveries.
+    let _watcher = env
+        .worker_with(|c| {
+            c.ack_wait_secs = 2;
+            c.max_deliver = 1;
+        })
+        .await;
+    let done = env.wait_for_terminal(id, Duration::from_secs(60)).await;
+
+    assert_eq!(done.status, Status::Error);
+    let error = done.error.unwrap();
+    assert_eq!(error.code, "IMPORT_FAILED");
+    assert!(error.message.contains("stopped responding"), "{}", error.message);
+    assert!(!env.staging_exists(id).await, "the dead attempt's staging table is dropped");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM imports WHERE id = $1").bind(id).fetch_one(&env.db).await.unwrap();
+    assert_eq!(status, "error");
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0);
+}
