@@ -227,6 +227,10 @@ fn parse(
 }
 
 fn read_error(e: ReadError) -> JobError {
+    // Reading the upload failed (the broker went away): another attempt can succeed.
+    if e.code() == "IO_ERROR" {
+        return JobError::Transient { step: "reading the uploaded file", cause: e.to_string() };
+    }
     let suggestions: &[&str] = match e.code() {
         "LINE_TOO_LONG" => &[
             "Check that the file is a CSV export and not another kind of file.",

@@ -15,6 +15,29 @@ use crate::error::{JobError, Result, StepExt};
 /// Chunks fetched ahead of the reader.
 const READ_AHEAD: usize = 4;
 
+/// Attempts per chunk before the read fails (a broker restart takes a few seconds).
+const FETCH_ATTEMPTS: u32 = 6;
+
+/// One chunk: the first message of `subject` at or after `seq`, retried with backoff.
+async fn fetch_with_retry(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+    seq: u64,
+) -> Result<async_nats::jetstream::message::StreamMessage, async_nats::jetstream::stream::RawMessageError> {
+    let mut attempt = 1;
+    loop {
+        match stream.raw_message_builder().next_by_subject(subject.to_owned()).sequence(seq).send().await {
+            Err(err) if attempt < FETCH_ATTEMPTS => {
+                let delay = std::time::Duration::from_millis(250 << attempt);
+                tracing::warn!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "reading a chunk of the upload failed");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Opens the object `key` of the uploads bucket; the reader yields its bytes in order.
 pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
     let store = nats.uploads().await.step("opening uploads bucket")?;
@@ -34,7 +57,7 @@ pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + U
     tokio::spawn(async move {
         let mut next_seq = 1;
         for _ in 0..chunks {
-            let chunk = stream.raw_message_builder().next_by_subject(subject.clone()).sequence(next_seq).send().await;
+            let chunk = fetch_with_retry(&stream, &subject, next_seq).await;
             let item = match chunk {
                 Ok(message) => {
                     next_seq = message.sequence + 1;
