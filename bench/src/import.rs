@@ -252,7 +252,7 @@ async fn upload(http: &reqwest::Client, port: u16, file: &Path, id: Uuid, limit:
 }
 
 /// The 1-minute load average from `/proc/loadavg` (0 when unreadable).
-fn load_average() -> f64 {
+pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))

@@ -4,17 +4,23 @@
 //! - `bench e2e` starts NATS, PostgreSQL and the release services as child processes, imports the
 //!   file over HTTP while following its progress on NATS, and compares it with the bare `COPY` of
 //!   the same file and with the same import without intermediate progress events.
+//! - `bench realtime` starts NATS, PostgreSQL and the release realtime gateway, connects many
+//!   socket.io-client sockets to it (`bench/realtime-load.mjs`, in Node), publishes progress at a
+//!   fixed rate and reports the fan-out: latency, throttle, lost terminal events, memory.
 //!
 //! # Layout
 //! - `generate`, `text`: the file generator and its texts.
 //! - `stack`: child processes, stopped on drop.
 //! - `import`: one measured import; `rss`: memory sampling; `copy`: the bare COPY.
 //! - `e2e`: the sequence of runs; `report`: figures, targets, text and JSON.
+//! - `realtime`: the fan-out run and its Node clients; `realtime_report`: its figures.
 
 mod copy;
 mod e2e;
 mod generate;
 mod import;
+mod realtime;
+mod realtime_report;
 mod report;
 mod rss;
 mod stack;
@@ -36,6 +42,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Import a file end to end over HTTP against a stack of child processes and report.
     E2e(e2e::E2eArgs),
+    /// Fan progress events out to many Socket.IO clients through the realtime gateway and report.
+    Realtime(realtime::RealtimeArgs),
 }
 
 #[tokio::main]
@@ -54,6 +62,12 @@ async fn main() -> anyhow::Result<()> {
                         Err(anyhow::anyhow!("interrupted; stopping the stack"))
                     }
                 }
+            }
+        }
+        Command::Realtime(args) => {
+            tokio::select! {
+                result = realtime::run(args) => result,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; stopping the stack")),
             }
         }
     }

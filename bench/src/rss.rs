@@ -48,6 +48,11 @@ fn read_status(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// `VmRSS` and `VmHWM` (KiB) of a process right now; `None` once it is gone.
+pub fn now(pid: u32) -> Option<(u64, u64)> {
+    read_status(pid)
+}
+
 /// Samples a set of processes in the background until [`Sampler::finish`].
 pub struct Sampler {
     stop: Arc<AtomicBool>,

@@ -192,6 +192,25 @@ impl Stack {
         let _ = tokio::task::spawn_blocking(move || drop(services)).await;
     }
 
+    /// Starts `hexflow realtime-gateway` on a free port against `database`, with `env` added to
+    /// its environment (after the defaults, so it may override them). Not waited for.
+    pub fn start_realtime_gateway(
+        &self,
+        database: &str,
+        label: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Service> {
+        let port = free_port(None);
+        let log = self.logs.join(format!("realtime-gateway-{label}.log"));
+        let mut cmd = self.command("realtime-gateway", &log)?;
+        cmd.env("DATABASE_URL", self.pg.url(database)).env("HEXFLOW_REALTIME_LISTEN", format!("127.0.0.1:{port}"));
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let child = cmd.spawn().context("starting hexflow realtime-gateway")?;
+        Ok(Service { name: "realtime-gateway".into(), child, port, log })
+    }
+
     /// `hexflow <subcommand>` with NATS set, output appended to `log`, and no stray settings
     /// inherited from the caller's environment.
     fn command(&self, subcommand: &str, log: &Path) -> anyhow::Result<Command> {

@@ -125,19 +125,7 @@ fn announce_data_updated(io: SocketIo, state: RealtimeState, event: &ProgressEve
                 return;
             }
         };
-        let payload = json!({
-            "sessionId": id,
-            "tenant": tenant,
-            "new": summary.new,
-            "updated": summary.updated,
-            "resolved": summary.resolved,
-            "reopened": summary.reopened,
-            "unchanged": summary.unchanged,
-            "timestamp": now_ms(),
-        });
-        if let Err(err) = io.to(tenant_room(&tenant)).emit("data-updated", &payload).await {
-            tracing::debug!(error = %err, "some sockets missed data-updated");
-        }
+        state.data_updates.record(io, tenant, id, &summary);
     });
 }
 

@@ -13,10 +13,12 @@
 //! - [`handlers`]: handshake auth, `join-progress`, `leave-progress`, `cancel-import`.
 //! - [`fanout`]: the NATS consumer that survives reconnects.
 //! - [`emit`]: room emits through the throttle, `data-updated`, heartbeat.
+//! - `announce`: `data-updated` coalesced per tenant.
 //! - [`throttle`]: the per-room throttle. [`rooms`]: the rooms of this replica.
 //! - [`access`]: who owns an import. [`session`]: per-socket state. [`state`]: shared state, metrics.
 
 pub mod access;
+mod announce;
 pub mod config;
 pub mod emit;
 pub mod error;
@@ -79,6 +81,7 @@ impl Realtime {
         }
         let cors = cors_layer(&options);
         let state = RealtimeState {
+            data_updates: Default::default(),
             nats,
             rooms: Arc::new(rooms::Rooms::new(options.min_interval())),
             options: Arc::new(options),

@@ -28,6 +28,8 @@ pub struct RealtimeState {
     pub rooms: Arc<Rooms>,
     /// True while the progress consumer is attached to the stream (`/readyz`).
     pub consumer_alive: Arc<AtomicBool>,
+    /// `data-updated` announcements, coalesced per tenant.
+    pub data_updates: Arc<crate::announce::DataUpdates>,
     /// What `/metrics` shows.
     pub metrics: RealtimeMetrics,
 }

@@ -1,0 +1,537 @@
+//! `bench realtime`: the fan-out of progress events from NATS through the release
+//! `hexflow realtime-gateway` to many socket.io-client connections.
+//!
+//! The bench starts nats-server and PostgreSQL, inserts S imports owned by `anonymous` of tenant
+//! `default` (so joins are authorized in open mode), publishes a `queued` snapshot per session,
+//! starts the gateway, and spawns the Node load client (`bench/realtime-load.mjs`, split over
+//! several processes for many connections), which opens C websocket connections spread over the S
+//! rooms and records every event it receives. It then publishes progress events round-robin over
+//! the sessions at R per second for D seconds (core NATS publish, captured by the progress
+//! stream, as the worker's intermediate events are), one `completed` event per session after
+//! them, waits (bounded) for the clients, and analyses their records
+//! ([`crate::realtime_report`]).
+
+use std::{
+    future::IntoFuture,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use shared::{
+    Nats, Phase, ProgressEvent, Status,
+    auth::Claims,
+    config::NatsConfig,
+    events::{Metadata, Summary},
+    names,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, ChildStdin, Command},
+    sync::mpsc,
+};
+use uuid::Uuid;
+
+use crate::{
+    realtime_report::{self, Cpu, Inputs, Record},
+    rss,
+    stack::Stack,
+};
+
+/// Clients per Node process when `--client-procs` is not given.
+const CLIENTS_PER_PROC: u32 = 2_500;
+/// Longest wait for every client to connect and join.
+const READY_LIMIT: Duration = Duration::from_secs(300);
+/// Longest wait for the clients to write their records after `finish`.
+const DONE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Arguments of `bench realtime`.
+#[derive(clap::Args, Debug)]
+pub struct RealtimeArgs {
+    /// Socket.IO connections; each joins one progress room.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub clients: u32,
+    /// Sessions (imports, hence rooms); client i joins session i mod S.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sessions: u32,
+    /// Progress events published per second, round-robin over the sessions.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: u32,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration: u64,
+    /// Node processes the clients are spread over [default: one per 2,500 clients].
+    #[arg(long = "client-procs", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub client_procs: Option<u32>,
+    /// Connections each Node process opens (and joins) at once while ramping up.
+    #[arg(long = "connect-concurrency", default_value_t = 200)]
+    pub connect_concurrency: u32,
+    /// `HEXFLOW_PROGRESS_MIN_INTERVAL_MS` of the gateway: the throttle interval checked.
+    #[arg(long = "min-interval-ms", default_value_t = 100)]
+    pub min_interval_ms: u64,
+    /// Two `progress-update`s of a session at one client closer than the interval minus this
+    /// many ms are a throttle violation.
+    #[arg(long = "tolerance-ms", default_value_t = 5.0)]
+    pub tolerance_ms: f64,
+    /// Longest wait for every client's terminal event after the last publish, in seconds.
+    #[arg(long = "settle-secs", default_value_t = 15)]
+    pub settle_secs: u64,
+    /// An extra environment variable of the gateway, as `NAME=VALUE` (e.g. a raised limit);
+    /// repeatable. The report lists them.
+    #[arg(long = "gateway-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub gateway_env: Vec<(String, String)>,
+    /// Diagnosis: multi-user mode (a JWT secret on the gateway) with one user and tenant per
+    /// session, so each completed import's `data-updated` reaches only its own session's sockets
+    /// instead of every socket (in open mode all sockets share the tenant `default`).
+    #[arg(long = "tenant-per-session")]
+    pub tenant_per_session: bool,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the run's directory (data, logs, client records) is created.
+    #[arg(long = "work-dir", default_value = "/tmp/hexflow-bench")]
+    pub work_dir: PathBuf,
+    /// The `hexflow` binary [default: next to this one].
+    #[arg(long)]
+    pub hexflow: Option<PathBuf>,
+    /// The Node.js binary.
+    #[arg(long, default_value = "node")]
+    pub node: PathBuf,
+    /// The load client [default: `bench/realtime-load.mjs` of this source tree].
+    #[arg(long)]
+    pub client: Option<PathBuf>,
+}
+
+/// Runs the benchmark and prints the report; every child is stopped on the way out.
+pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
+    let hexflow = match &args.hexflow {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.parent().context("the bench binary has no directory")?.join("hexflow"),
+    };
+    if !hexflow.is_file() {
+        bail!("{} not found; build it with `cargo build --release -p hexflow -p bench`", hexflow.display());
+    }
+    let script = args.client.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("realtime-load.mjs"));
+    if !script.is_file() {
+        bail!("the load client {} is missing", script.display());
+    }
+    let procs = args.client_procs.unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_PROC)).min(args.clients);
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let dir = args.work_dir.join(format!("realtime-{stamp}"));
+    let (data, logs) = (dir.join("data"), dir.join("logs"));
+    let http = reqwest::Client::builder().build()?;
+
+    eprintln!("starting nats-server and PostgreSQL under {}", data.display());
+    let stack = Stack::start(hexflow, &data, logs.clone()).await?;
+    eprintln!("logs and client records: {}", logs.display());
+    let database = "hexflow_realtime";
+    stack.create_database(database, &[]).await?;
+    let sessions: Vec<Uuid> = (0..args.sessions).map(|_| Uuid::now_v7()).collect();
+    // Open mode: every socket is `anonymous` of tenant `default`; or one user and tenant each.
+    let secret = args.tenant_per_session.then(|| format!("bench-secret-{}", Uuid::new_v4()));
+    let owners: Vec<(String, String)> = (0..sessions.len())
+        .map(|i| match secret {
+            Some(_) => (format!("bench-user-{i}"), format!("bench-tenant-{i}")),
+            None => ("anonymous".to_owned(), "default".to_owned()),
+        })
+        .collect();
+    insert_imports(&stack.pg.url(database), &sessions, &owners).await?;
+    let nats = Nats::connect(&NatsConfig::at(&stack.nats.url), "hexflow-bench-realtime").await?;
+    nats.provision(1).await?;
+    for id in &sessions {
+        nats.publish_progress(&template(*id, 1, Status::Queued, Phase::Queued), None, true).await?;
+    }
+
+    let mut gateway_env = vec![("HEXFLOW_PROGRESS_MIN_INTERVAL_MS".to_owned(), args.min_interval_ms.to_string())];
+    if let Some(secret) = &secret {
+        gateway_env.push(("HEXFLOW_AUTH_SECRET".to_owned(), secret.clone()));
+    }
+    gateway_env.extend(args.gateway_env.iter().cloned());
+    let label = format!("c{}-s{}", args.clients, args.sessions);
+    let mut gateway = stack.start_realtime_gateway(database, &label, &gateway_env)?;
+    gateway.wait_ready(&http).await?;
+    let gateway_pid = gateway.pid();
+    let idle_rss = rss::now(gateway_pid).map(|(rss, _)| rss).unwrap_or_default();
+    let sampler = rss::Sampler::start(vec![gateway_pid]);
+    eprintln!("gateway ready on port {} ({:.1} MiB resident)", gateway.port, idle_rss as f64 / 1024.0);
+
+    // The clients.
+    let sessions_file = dir.join("sessions.json");
+    let entries: Vec<Value> = sessions
+        .iter()
+        .zip(&owners)
+        .map(|(id, (user, tenant))| {
+            let token = secret.as_deref().map(|secret| {
+                let claims = Claims {
+                    sub: user.clone(),
+                    tenant: Some(tenant.clone()),
+                    role: None,
+                    exp: Some(shared::events::now_ms() / 1000 + 24 * 3600),
+                    nbf: None,
+                };
+                shared::auth::issue(secret, &claims)
+            });
+            json!({ "id": id, "token": token })
+        })
+        .collect();
+    std::fs::write(&sessions_file, serde_json::to_vec(&entries)?)?;
+    let url = format!("http://127.0.0.1:{}", gateway.port);
+    let mut loads = Vec::new();
+    let per = args.clients.div_ceil(procs);
+    for i in 0..procs {
+        let first = i * per;
+        let count = per.min(args.clients - first);
+        if count == 0 {
+            break;
+        }
+        let spec = LoadSpec { url: &url, sessions_file: &sessions_file, first, count, index: i, logs: &logs };
+        loads.push(LoadProc::spawn(&args, &script, spec)?);
+    }
+    eprintln!(
+        "{} clients over {} sessions in {} Node process(es); connecting",
+        args.clients,
+        args.sessions,
+        loads.len()
+    );
+    let connect_started = Instant::now();
+    let deadline = tokio::time::Instant::now() + READY_LIMIT;
+    let mut ready = Vec::new();
+    for load in &mut loads {
+        ready.push(load.expect("ready", deadline).await?);
+    }
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    gateway.check_alive()?;
+    let connected_rss = rss::now(gateway_pid).map(|(rss, _)| rss).unwrap_or_default();
+    let joined: u64 = ready.iter().map(|r| r["joined"].as_u64().unwrap_or_default()).sum();
+    eprintln!(
+        "{joined} of {} clients joined in {connect_secs:.1}s; gateway {:.1} MiB resident; publishing {} events/s for {} s",
+        args.clients,
+        connected_rss as f64 / 1024.0,
+        args.rate,
+        args.duration
+    );
+    // Let the join traffic drain before the clock starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Publishing.
+    let nats_pid = nats_server_pid(stack.nats.port);
+    let watched: Vec<u32> =
+        [Some(gateway_pid), nats_pid].into_iter().flatten().chain(loads.iter().filter_map(|l| l.child.id())).collect();
+    let cpu_before = realtime_report::cpu_ticks(&watched);
+    for load in &mut loads {
+        load.send("start").await?;
+    }
+    let published = publish(&nats, &sessions, args.rate, args.duration).await?;
+    eprintln!(
+        "published {} progress events and {} terminal events in {:.2}s; waiting for the clients",
+        published.progress,
+        sessions.len(),
+        published.secs
+    );
+
+    // Every client's terminal event, or the settle limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.settle_secs);
+    let mut settled = true;
+    for load in &mut loads {
+        if load.expect("terminal", deadline).await.is_err() {
+            settled = false;
+        }
+    }
+    let cpu_after = realtime_report::cpu_ticks(&watched);
+    let cpu_secs = published.started.elapsed().as_secs_f64();
+    gateway.check_alive()?;
+    let metrics = gateway_metrics(&http, gateway.port).await;
+
+    // The records.
+    let deadline = tokio::time::Instant::now() + DONE_LIMIT;
+    let mut done = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
+    for load in &mut loads {
+        load.send("finish").await?;
+        done.push(load.expect("done", deadline).await?);
+        records.extend(realtime_report::read_records(&load.out)?);
+    }
+    let peak = sampler.finish().await?.into_iter().next().unwrap_or_default();
+    drop(loads);
+    drop(gateway);
+
+    let cpu = Cpu::between(&cpu_before, &cpu_after, cpu_secs, gateway_pid, nats_pid);
+    let inputs = Inputs {
+        args: &args,
+        procs,
+        sessions: &sessions,
+        published,
+        ready,
+        done,
+        connect_secs,
+        settled,
+        idle_rss_kib: idle_rss,
+        connected_rss_kib: connected_rss,
+        peak,
+        cpu,
+        metrics,
+        gateway_env,
+        logs: logs.clone(),
+        load_average: crate::import::load_average(),
+    };
+    let report = realtime_report::analyse(inputs, records);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        report.print();
+    }
+
+    let pg_log = data.join("postgres/server.log");
+    if pg_log.exists() {
+        let _ = std::fs::copy(&pg_log, logs.join("postgres.log"));
+    }
+    drop(nats);
+    drop(stack);
+    std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    Ok(())
+}
+
+/// The S imports the sessions stand for, in progress, owned by the open-mode user.
+async fn insert_imports(url: &str, sessions: &[Uuid], owners: &[(String, String)]) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(
+        "INSERT INTO imports (id, owner, tenant, filename, format, scanner, scan_date, object_key, size_bytes,
+                              sha256, status, phase, attempts, started_at)
+         SELECT id, owner, tenant, 'bench.csv', 'nessus', 'nessus', now(), id::text, 0, '',
+                'processing', 'loading', 1, now()
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, owner, tenant)",
+    )
+    .bind(sessions)
+    .bind(owners.iter().map(|(owner, _)| owner.clone()).collect::<Vec<_>>())
+    .bind(owners.iter().map(|(_, tenant)| tenant.clone()).collect::<Vec<_>>())
+    .execute(&mut conn)
+    .await
+    .context("inserting the imports")?;
+    Ok(())
+}
+
+/// A progress event of the benchmark's shape, timestamped now (ms in `timestamp`, and to the µs
+/// in `message` as `bench <ms since the epoch>`).
+fn template(id: Uuid, seq: u64, status: Status, phase: Phase) -> ProgressEvent {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default();
+    ProgressEvent {
+        session_id: id,
+        seq,
+        status,
+        phase,
+        progress: 0.0,
+        message: format!("bench {now:.3}"),
+        processed_rows: 0,
+        total_rows: None,
+        bytes_processed: 0,
+        total_bytes: 1 << 30,
+        eta_seconds: None,
+        rows_per_second: 0.0,
+        attempt: 1,
+        timestamp: now.floor() as i64,
+        metadata: Metadata {
+            operation: "csv-import".into(),
+            filename: "bench.csv".into(),
+            format: "nessus".into(),
+            scan_date: "2026-01-01T00:00:00Z".into(),
+            current_step: 2,
+            total_steps: 4,
+        },
+        summary: None,
+        error: None,
+        partial_results: None,
+    }
+}
+
+/// What the publisher did.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// Progress (non-terminal) events sent.
+    pub progress: u64,
+    /// Terminal events sent (one per session).
+    pub terminal: u64,
+    /// When publishing started.
+    pub started: Instant,
+    /// ms since the epoch when publishing started (earlier timestamps are snapshots).
+    pub started_ms: i64,
+    /// Seconds from the first progress event to the last terminal one.
+    pub secs: f64,
+    /// Largest delay of a publish behind its schedule, in ms.
+    pub max_lag_ms: f64,
+}
+
+/// Publishes `rate × duration` progress events round-robin over the sessions, paced to the
+/// schedule, then one `completed` event per session at the same pace (through JetStream, acked,
+/// as the worker publishes terminal events).
+async fn publish(nats: &Nats, sessions: &[Uuid], rate: u32, duration: u64) -> anyhow::Result<Published> {
+    let total = u64::from(rate) * duration;
+    let per_session = total.div_ceil(sessions.len() as u64).max(1);
+    let started = Instant::now();
+    let started_ms = shared::events::now_ms();
+    let due = |k: u64| started + Duration::from_secs_f64(k as f64 / f64::from(rate));
+    let mut seqs = vec![1u64; sessions.len()];
+    let mut acks = Vec::with_capacity(sessions.len());
+    let mut max_lag = Duration::ZERO;
+    let mut k = 0u64;
+    let end = total + sessions.len() as u64;
+    while k < end {
+        let at = due(k);
+        tokio::time::sleep_until(at.into()).await;
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(at));
+        while k < end && due(k) <= now {
+            let i = (k % sessions.len() as u64) as usize;
+            seqs[i] += 1;
+            if k < total {
+                let n = seqs[i] - 1;
+                let mut event = template(sessions[i], seqs[i], Status::Processing, Phase::Loading);
+                event.progress = Phase::Loading.overall(n as f64 / per_session as f64);
+                event.processed_rows = n * 1000;
+                event.bytes_processed = n * 100_000;
+                event.rows_per_second = 100_000.0;
+                nats.publish_progress(&event, None, false).await?;
+            } else {
+                let n = seqs[i] - 2;
+                let mut event = template(sessions[i], seqs[i], Status::Completed, Phase::Complete);
+                event.progress = 100.0;
+                event.processed_rows = n * 1000;
+                event.total_rows = Some(n * 1000);
+                event.summary = Some(Summary { new: n * 1000, rows: n * 1000, ..Summary::default() });
+                let payload = serde_json::to_vec(&event)?;
+                acks.push(nats.js.publish(names::progress_subject(sessions[i]), payload.into()).await?);
+            }
+            k += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    nats.client.flush().await?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::try_join_all(acks.into_iter().map(IntoFuture::into_future)),
+    )
+    .await
+    .context("JetStream did not confirm the terminal events within 30 s")??;
+    Ok(Published {
+        progress: total,
+        terminal: sessions.len() as u64,
+        started,
+        started_ms,
+        secs,
+        max_lag_ms: max_lag.as_secs_f64() * 1000.0,
+    })
+}
+
+/// Where one Node process connects and which clients it runs.
+struct LoadSpec<'a> {
+    url: &'a str,
+    sessions_file: &'a Path,
+    first: u32,
+    count: u32,
+    index: u32,
+    logs: &'a Path,
+}
+
+/// One Node load-client process; killed when dropped.
+struct LoadProc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<Value>,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl LoadProc {
+    fn spawn(args: &RealtimeArgs, script: &Path, spec: LoadSpec<'_>) -> anyhow::Result<LoadProc> {
+        let out = spec.logs.join(format!("records-{}.csv", spec.index));
+        let log = spec.logs.join(format!("load-{}.log", spec.index));
+        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = Command::new(&args.node)
+            .arg(script)
+            .args(["--url", spec.url, "--sessions-file"])
+            .arg(spec.sessions_file)
+            .args(["--first", &spec.first.to_string(), "--count", &spec.count.to_string()])
+            .args(["--concurrency", &args.connect_concurrency.to_string(), "--out"])
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {}", args.node.display(), script.display()))?;
+        let stdin = child.stdin.take().context("the load client has no stdin")?;
+        let stdout = child.stdout.take().context("the load client has no stdout")?;
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && tx.send(value).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(LoadProc { child, stdin, lines, out, log })
+    }
+
+    /// Sends one command line.
+    async fn send(&mut self, command: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The next line of type `kind` (others are skipped), or an error at `deadline` or exit.
+    async fn expect(&mut self, kind: &str, deadline: tokio::time::Instant) -> anyhow::Result<Value> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line["type"] == kind => return Ok(line),
+                Ok(Some(_)) => {}
+                Ok(None) => bail!("the load client exited before `{kind}`; see {}", self.log.display()),
+                Err(_) => bail!("no `{kind}` from the load client in time; see {}", self.log.display()),
+            }
+        }
+    }
+}
+
+/// The pid of the nats-server listening on `port` (for its CPU time), found in `/proc`.
+fn nats_server_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_nats = args.first().is_some_and(|a| a.ends_with(b"nats-server"));
+        let on_port = args.windows(2).any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
+        (is_nats && on_port).then_some(pid)
+    })
+}
+
+/// The gateway's own counters from `/metrics` (name → value), empty if it does not answer.
+async fn gateway_metrics(http: &reqwest::Client, port: u16) -> Vec<(String, f64)> {
+    let Ok(response) =
+        http.get(format!("http://127.0.0.1:{port}/metrics")).timeout(Duration::from_secs(5)).send().await
+    else {
+        return Vec::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("hexflow_realtime_") && !l.contains("_bucket"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn parse_env(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((name, value)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{raw:?} is not NAME=VALUE (e.g. HEXFLOW_SOCKET_RATE_BURST=100)")),
+    }
+}
