@@ -90,7 +90,8 @@ async fn flush_due(io: &SocketIo, state: &RealtimeState, timers: &mut Timers) {
         timers.pop();
         let Some(room) = state.rooms.get(id) else { continue };
         let mut room = room.lock().await;
-        match room.throttle.flush(now) {
+        // The time of this room's emit, not of the batch: the next interval counts from it.
+        match room.throttle.flush(Instant::now()) {
             Ok(Some(event)) if !room.is_empty() => emit(io, state, &mut room, EventKind::Update, &event).await,
             Ok(_) => {}
             Err(later) => timers.push(Reverse((later, id))),
