@@ -1,14 +1,8 @@
 //! Realtime gateways for the tests (in-process, or `hexflow realtime-gateway` processes that a
 //! test may kill), imports made up for throttling tests, and authenticated uploads.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use hexflow::embedded::free_port;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::{
@@ -19,7 +13,7 @@ use shared::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{TestEnv, stack::hexflow_binary};
+use crate::{TestEnv, stack::ChildGuard};
 
 /// The HS256 secret the auth tests configure.
 pub const TEST_SECRET: &str = "hexflow-test-secret-of-reasonable-length";
@@ -50,13 +44,13 @@ pub trait RealtimeEnv {
     async fn realtime_with(&self, adjust: impl FnOnce(&mut realtime_gateway::Config)) -> RealtimeHandle;
 
     /// `hexflow realtime-gateway` as a child process with extra environment; ready when it returns.
-    async fn realtime_process(&self, env: &[(&str, &str)]) -> GatewayProcess {
+    async fn realtime_process(&self, env: &[(&str, &str)]) -> ChildGuard {
         self.hexflow_process("realtime-gateway", "HEXFLOW_REALTIME_LISTEN", env).await
     }
 
     /// `hexflow <subcommand>` on a free port (given to it in `listen_var`), on this test's NATS
     /// and database; ready (its `/readyz` answers 200) when it returns.
-    async fn hexflow_process(&self, subcommand: &str, listen_var: &str, env: &[(&str, &str)]) -> GatewayProcess;
+    async fn hexflow_process(&self, subcommand: &str, listen_var: &str, env: &[(&str, &str)]) -> ChildGuard;
 
     /// An `imports` row of `owner` in `tenant`, as an upload would have made it (no file, no job).
     async fn insert_import(&self, id: Uuid, owner: &str, tenant: &str);
@@ -79,31 +73,9 @@ impl RealtimeEnv for TestEnv {
         handle
     }
 
-    async fn hexflow_process(&self, subcommand: &str, listen_var: &str, env: &[(&str, &str)]) -> GatewayProcess {
-        let port = free_port(None);
-        let log = self.dir().join(format!("{subcommand}-{port}.log"));
-        std::fs::create_dir_all(self.dir()).unwrap();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(hexflow_binary())
-            .arg(subcommand)
-            .env(listen_var, format!("127.0.0.1:{port}"))
-            .env("NATS_URL", self.nats_config.url())
-            .env("DATABASE_URL", self.db_config.url())
-            .env("HEXFLOW_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning hexflow {subcommand}: {e}"));
-        let mut process = GatewayProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
-        let url = process.url();
-        let log = process.log.clone();
-        wait_ready(&url, Duration::from_secs(60), || {
-            process.child.try_wait().ok().flatten().map(|status| format!("exited with {status}: {}", read(&log)))
-        })
-        .await;
+    async fn hexflow_process(&self, subcommand: &str, listen_var: &str, env: &[(&str, &str)]) -> ChildGuard {
+        let mut process = self.service_process(subcommand, listen_var, env);
+        process.wait_ready(Duration::from_secs(60)).await;
         process
     }
 
@@ -201,56 +173,6 @@ impl Drop for RealtimeHandle {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// A `hexflow realtime-gateway` process; killed when dropped.
-pub struct GatewayProcess {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its log file.
-    pub log: PathBuf,
-}
-
-impl GatewayProcess {
-    /// `http://addr`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGKILL, as a crash would: sockets are cut without a goodbye.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, as an orchestrator stopping it would; returns once it has exited (panics after `limit`).
-    pub async fn terminate(&mut self, limit: Duration) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("still running {limit:?} after SIGTERM; log:\n{}", self.log_text());
-    }
-
-    /// Its log so far.
-    pub fn log_text(&self) -> String {
-        read(&self.log)
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Waits until `url/readyz` answers 200; `died` says why the service can no longer come up.

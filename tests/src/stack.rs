@@ -132,20 +132,25 @@ impl TestEnv {
 
     /// `hexflow import-worker` as a child process (killed when the guard drops).
     pub fn worker_process(&self, env: &[(&str, &str)]) -> ChildGuard {
-        let port = free_port(None);
-        let mut cmd = self.service_command("import-worker");
-        cmd.env("HEXFLOW_WORKER_LISTEN", format!("127.0.0.1:{port}"));
-        cmd.envs(env.iter().copied());
-        ChildGuard::spawn(cmd, SocketAddr::from(([127, 0, 0, 1], port)), &self.dir.join(format!("worker-{port}.log")))
+        self.service_process("import-worker", "HEXFLOW_WORKER_LISTEN", env)
     }
 
     /// `hexflow upload-gateway` as a child process.
     pub fn gateway_process(&self, env: &[(&str, &str)]) -> ChildGuard {
+        self.service_process("upload-gateway", "HEXFLOW_LISTEN", env)
+    }
+
+    /// `hexflow <service>` as a child process listening on a free port set through `listen_var`.
+    pub fn service_process(&self, service: &str, listen_var: &str, env: &[(&str, &str)]) -> ChildGuard {
         let port = free_port(None);
-        let mut cmd = self.service_command("upload-gateway");
-        cmd.env("HEXFLOW_LISTEN", format!("127.0.0.1:{port}"));
+        let mut cmd = self.service_command(service);
+        cmd.env(listen_var, format!("127.0.0.1:{port}"));
         cmd.envs(env.iter().copied());
-        ChildGuard::spawn(cmd, SocketAddr::from(([127, 0, 0, 1], port)), &self.dir.join(format!("gateway-{port}.log")))
+        ChildGuard::spawn(
+            cmd,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &self.dir.join(format!("{service}-{port}.log")),
+        )
     }
 
     fn service_command(&self, service: &str) -> Command {
@@ -416,6 +421,29 @@ impl ChildGuard {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("service not ready within {limit:?}; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as an orchestrator stopping it would; returns once it has exited (panics after `limit`).
+    pub async fn terminate(&mut self, limit: Duration) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("still running {limit:?} after SIGTERM; log:\n{}", self.log_text());
     }
 
     /// The process id.
