@@ -3,6 +3,7 @@
 // generated scan files.
 
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -43,14 +44,21 @@ export async function until(check, ms, what) {
 }
 
 /** A running `hexflow dev`, its log kept under tests/e2e/artifacts. */
-export async function startStack(name) {
+/** An HS256 JWT for `claims`, signed with `secret` (as an identity provider would issue it). */
+export function token(secret, claims) {
+  const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+  const signed = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${signed}.${crypto.createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
+export async function startStack(name, extraEnv = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hexflow-e2e-'));
   // As root, hexflow runs PostgreSQL as the postgres user, which must be able to enter it.
   fs.chmodSync(dir, 0o755);
   const port = await freePort();
   const log = path.join(artifacts, `${name}.log`);
   const out = fs.openSync(log, 'w');
-  const env = { ...process.env, HEXFLOW_LISTEN: `127.0.0.1:${port}`, HEXFLOW_DATA_DIR: dir, HEXFLOW_WEB_DIR: path.join(root, 'web'), HEXFLOW_LOG: 'info' };
+  const env = { ...process.env, ...extraEnv, HEXFLOW_LISTEN: `127.0.0.1:${port}`, HEXFLOW_DATA_DIR: dir, HEXFLOW_WEB_DIR: path.join(root, 'web'), HEXFLOW_LOG: 'info' };
   delete env.NATS_URL; delete env.DATABASE_URL; delete env.RUST_LOG;
   const child = spawn(hexflowBinary(), ['dev'], { env, stdio: ['ignore', out, out], cwd: root });
   const url = `http://127.0.0.1:${port}`;

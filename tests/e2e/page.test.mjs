@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { artifacts, card, corpus, launchBrowser, nessusFile, startStack, until } from './harness.mjs';
+import { artifacts, card, corpus, launchBrowser, nessusFile, startStack, token, until } from './harness.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -160,5 +160,29 @@ describe('the import page', { concurrency: false }, () => {
       await c.scrollIntoViewIfNeeded();
       await t.page.screenshot({ path: path.join(artifacts, 'summary.png') });
     } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('in multi-user mode the page asks for a token and works with it', async () => {
+    const secret = 'e2e-secret-that-signs-the-test-tokens';
+    const stack = await startStack('auth', { HEXFLOW_AUTH_SECRET: secret });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    try {
+      await page.goto(stack.url);
+      await page.locator('#login').waitFor({ state: 'visible' });
+      assert.equal(await page.locator('#app').isVisible(), false);
+      await page.locator('#token').fill('not-a-token');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await until(async () => (await page.locator('#login-error').textContent()).includes('refused'), 15000, 'the refusal');
+      const alice = token(secret, { sub: 'alice', tenant: 'acme', exp: Math.floor(Date.now() / 1000) + 3600 });
+      await page.locator('#token').fill(alice);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.locator('#app').waitFor({ state: 'visible', timeout: 15000 });
+      await until(async () => (await page.locator('#conn').getAttribute('data-state')) === 'connected', 15000, 'the socket to accept the token');
+      await choose(page, path.join(corpus, 'openvas/many_vuln.csv'));
+      const c = card(page, 'many_vuln.csv');
+      await c.locator('[data-testid="summary"]').waitFor({ timeout: 60000 });
+      assert.equal(await summaryValue(c, 'new'), 4);
+    } finally { await context.close(); await stack.stop(); }
   });
 });
