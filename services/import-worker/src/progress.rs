@@ -196,12 +196,14 @@ impl Reporter {
     }
 
     /// Remaining load time from the byte rate, plus the merge of the rows expected in the file at
-    /// the measured merge rate (rows per second).
+    /// the measured merge rate (rows per second). Given once a fifth of a second or a twentieth of
+    /// the file is behind, so that even a short load shows one.
     fn eta(&self, c: Counters, secs: f64) -> Option<f64> {
-        if secs < 0.5 || c.bytes == 0 || c.rows == 0 {
+        let total = self.event.total_bytes.max(c.bytes) as f64;
+        let measured = secs >= 0.2 || c.bytes as f64 >= total / 20.0;
+        if !measured || secs <= 0.0 || c.bytes == 0 || c.rows == 0 {
             return None;
         }
-        let total = self.event.total_bytes.max(c.bytes) as f64;
         let load_left = (total - c.bytes as f64) / (c.bytes as f64 / secs);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
         let merge = rows_expected / self.merge_rows_per_second;

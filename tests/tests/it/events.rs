@@ -13,7 +13,7 @@ async fn events_are_ordered_monotonic_and_end_exactly_once() {
     let _worker = env.worker().await;
     let path = env.dir().join("events.csv");
     std::fs::create_dir_all(env.dir()).unwrap();
-    files::write_nessus_file(&path, 20 * 1024 * 1024);
+    files::write_nessus_file(&path, 40 * 1024 * 1024);
     let id = Uuid::now_v7();
     let log = env.watch(id).await;
 
