@@ -75,14 +75,16 @@ impl Measured {
     /// Each step of the merge (the `processing` events, published only with progress events on),
     /// from its event to the next event.
     pub fn merge_steps(&self) -> Vec<PhaseTime> {
-        self.events
-            .windows(2)
-            .filter(|pair| pair[0].event.phase == Phase::Processing)
-            .map(|pair| PhaseTime {
-                phase: pair[0].event.message.clone(),
-                seconds: (pair[1].at - pair[0].at).as_secs_f64(),
-            })
-            .collect()
+        let mut steps: Vec<PhaseTime> = Vec::new();
+        for pair in self.events.windows(2).filter(|pair| pair[0].event.phase == Phase::Processing) {
+            let seconds = (pair[1].at - pair[0].at).as_secs_f64();
+            match steps.last_mut() {
+                // A step that reports its own progress sends several events with one message.
+                Some(last) if last.phase == pair[0].event.message => last.seconds += seconds,
+                _ => steps.push(PhaseTime { phase: pair[0].event.message.clone(), seconds }),
+            }
+        }
+        steps
     }
 
     /// Upload, then each phase from its first event to the next phase's first event.

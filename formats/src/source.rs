@@ -137,61 +137,101 @@ impl<R: Read> Source<R> {
     }
 
     /// Runs the state machine over `chunk`; on a violation returns how many bytes are
-    /// fine to deliver and the error to raise after them.
+    /// fine to deliver and the error to raise after them. Runs of bytes that change nothing but
+    /// the size counters (inside a cell, up to the next quote, delimiter or line end) are
+    /// skipped with `memchr`; every other byte goes through [`Source::step`].
     fn scan(&mut self, chunk: &[u8]) -> Result<(), (usize, SourceError)> {
-        let d = self.delimiter;
-        for (i, &b) in chunk.iter().enumerate() {
-            let in_quotes = self.state == Quote::Quoted;
-            let eol = b == b'\n' || b == b'\r';
-            self.state = match (self.state, b) {
-                (Quote::Start, b'"') => {
-                    self.quote_line = self.line;
-                    Quote::Quoted
-                }
-                (Quote::Start, _) if b == d || eol => Quote::Start,
-                (Quote::Start, _) => Quote::Unquoted,
-                (Quote::Unquoted, _) if b == d || eol => Quote::Start,
-                (Quote::Unquoted, _) => Quote::Unquoted,
-                (Quote::Quoted, b'"') => Quote::Closing,
-                (Quote::Quoted, _) => Quote::Quoted,
-                (Quote::Closing, b'"') => Quote::Quoted,
-                (Quote::Closing, _) if b == d || eol => Quote::Start,
-                (Quote::Closing, _) => Quote::Unquoted,
+        let mut i = 0;
+        while i < chunk.len() {
+            let rest = &chunk[i..];
+            let run = match self.state {
+                Quote::Quoted => memchr::memchr2(b'"', b'\n', rest).unwrap_or(rest.len()),
+                Quote::Unquoted => memchr::memchr3(self.delimiter, b'\n', b'\r', rest).unwrap_or(rest.len()),
+                Quote::Start | Quote::Closing => 0,
             };
-            // Records, as csv-core sees them: outside quotes CR, LF or CRLF ends a record,
-            // and a terminator at the start of a record is an empty line it skips.
-            if !in_quotes {
-                if eol {
-                    let lf_of_crlf = b == b'\n' && self.after_cr;
-                    if !lf_of_crlf {
-                        if self.at_record_start {
-                            self.push_blank(self.line);
-                        }
-                        self.at_record_start = true;
-                        self.record_bytes = 0;
+            if run > 0 {
+                self.skip(i, run)?;
+                i += run;
+            } else {
+                self.step(i, chunk[i])?;
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `len` bytes at `at` that neither end a line nor change the quoting state, with
+    /// the same size checks (and the same error position) as [`Source::step`] byte by byte.
+    fn skip(&mut self, at: usize, len: usize) -> Result<(), (usize, SourceError)> {
+        self.after_cr = false;
+        let to_line_limit = self.max_line.saturating_sub(self.line_bytes);
+        let to_record_limit = self.max_record.saturating_sub(self.record_bytes);
+        if to_line_limit < len && to_line_limit <= to_record_limit {
+            let limit = self.max_line;
+            return Err((at + to_line_limit, SourceError::LineTooLong { line: self.line, limit }));
+        }
+        if to_record_limit < len {
+            let (line, limit) = (self.record_line, self.max_record);
+            return Err((at + to_record_limit, SourceError::RecordTooLong { line, limit }));
+        }
+        self.line_bytes += len;
+        self.record_bytes += len;
+        Ok(())
+    }
+
+    /// One byte through the state machine; `at` is its index, for the error position.
+    fn step(&mut self, at: usize, b: u8) -> Result<(), (usize, SourceError)> {
+        let d = self.delimiter;
+        let in_quotes = self.state == Quote::Quoted;
+        let eol = b == b'\n' || b == b'\r';
+        self.state = match (self.state, b) {
+            (Quote::Start, b'"') => {
+                self.quote_line = self.line;
+                Quote::Quoted
+            }
+            (Quote::Start, _) if b == d || eol => Quote::Start,
+            (Quote::Start, _) => Quote::Unquoted,
+            (Quote::Unquoted, _) if b == d || eol => Quote::Start,
+            (Quote::Unquoted, _) => Quote::Unquoted,
+            (Quote::Quoted, b'"') => Quote::Closing,
+            (Quote::Quoted, _) => Quote::Quoted,
+            (Quote::Closing, b'"') => Quote::Quoted,
+            (Quote::Closing, _) if b == d || eol => Quote::Start,
+            (Quote::Closing, _) => Quote::Unquoted,
+        };
+        // Records, as csv-core sees them: outside quotes CR, LF or CRLF ends a record,
+        // and a terminator at the start of a record is an empty line it skips.
+        if !in_quotes {
+            if eol {
+                let lf_of_crlf = b == b'\n' && self.after_cr;
+                if !lf_of_crlf {
+                    if self.at_record_start {
+                        self.push_blank(self.line);
                     }
-                } else if self.at_record_start {
-                    self.at_record_start = false;
-                    self.record_line = self.line;
-                    self.record_lines.push_back(self.line);
+                    self.at_record_start = true;
+                    self.record_bytes = 0;
                 }
+            } else if self.at_record_start {
+                self.at_record_start = false;
+                self.record_line = self.line;
+                self.record_lines.push_back(self.line);
             }
-            self.after_cr = b == b'\r' && !in_quotes;
-            self.record_bytes += 1;
-            if b == b'\n' {
-                self.line += 1;
-                self.line_bytes = 0;
-                continue;
-            }
-            self.line_bytes += 1;
-            if self.line_bytes > self.max_line {
-                let limit = self.max_line;
-                return Err((i, SourceError::LineTooLong { line: self.line, limit }));
-            }
-            if self.record_bytes > self.max_record {
-                let (line, limit) = (self.record_line, self.max_record);
-                return Err((i, SourceError::RecordTooLong { line, limit }));
-            }
+        }
+        self.after_cr = b == b'\r' && !in_quotes;
+        self.record_bytes += 1;
+        if b == b'\n' {
+            self.line += 1;
+            self.line_bytes = 0;
+            return Ok(());
+        }
+        self.line_bytes += 1;
+        if self.line_bytes > self.max_line {
+            let limit = self.max_line;
+            return Err((at, SourceError::LineTooLong { line: self.line, limit }));
+        }
+        if self.record_bytes > self.max_record {
+            let (line, limit) = (self.record_line, self.max_record);
+            return Err((at, SourceError::RecordTooLong { line, limit }));
         }
         Ok(())
     }
@@ -260,6 +300,58 @@ impl<R: Read> Read for Source<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything the state machine keeps, to compare two sources.
+    fn snapshot(src: &Source<&[u8]>) -> String {
+        format!(
+            "{:?} line={} line_bytes={} record_bytes={} record_line={} quote_line={} start={} cr={} blanks={:?} records={:?}",
+            src.state,
+            src.line,
+            src.line_bytes,
+            src.record_bytes,
+            src.record_line,
+            src.quote_line,
+            src.at_record_start,
+            src.after_cr,
+            src.blank_runs,
+            src.record_lines
+        )
+    }
+
+    #[test]
+    fn skipping_runs_gives_exactly_what_stepping_each_byte_gives() {
+        let alphabet = b"ab,;\"\"\n\n\r xyz";
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let len = (next() % 200) as usize;
+            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let delimiter = if next() % 2 == 0 { b',' } else { b';' };
+            let (max_line, max_record) = (1 + (next() % 40) as usize, 1 + (next() % 80) as usize);
+            let mut fast = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
+            let mut slow = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
+            let mut from = 0;
+            while from < input.len() {
+                let to = (from + 1 + (next() % 50) as usize).min(input.len());
+                let chunk = &input[from..to];
+                let fast_result = fast.scan(chunk);
+                let slow_result = chunk.iter().enumerate().try_for_each(|(i, &b)| slow.step(i, b));
+                let case = String::from_utf8_lossy(&input);
+                assert_eq!(fast_result, slow_result, "{case:?} limits {max_line}/{max_record}");
+                if fast_result.is_err() {
+                    // The stream stops at the error: what the state holds after it is never read.
+                    break;
+                }
+                assert_eq!(snapshot(&fast), snapshot(&slow), "{case:?} limits {max_line}/{max_record}");
+                from = to;
+            }
+        }
+    }
 
     fn drain(src: &mut Source<&[u8]>) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();

@@ -16,10 +16,36 @@ use crate::{
     progress::Reporter,
 };
 
-/// Where each statement of the merge starts, as a share of the merge's time (measured on
-/// first imports of a million rows: writing the findings takes most of it). Progress and the
-/// ETA of the processing phase follow these shares.
-const STEP_STARTS: [f64; 5] = [0.0, 0.10, 0.12, 0.15, 0.85];
+/// The statements of the merge, in order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Dedup,
+    Checks,
+    Compare,
+    Resolve,
+    Update,
+    Insert,
+}
+
+impl Step {
+    /// Where the step starts, as a share of the merge's time (measured on first imports of a
+    /// million rows: writing the new findings takes most of it). Progress and the ETA of the
+    /// processing phase follow these shares.
+    fn start(self) -> f64 {
+        match self {
+            Step::Dedup => 0.0,
+            Step::Checks => 0.10,
+            Step::Compare => 0.12,
+            Step::Resolve => 0.16,
+            Step::Update => 0.18,
+            Step::Insert => 0.20,
+        }
+    }
+}
+/// Block ranges a first import's findings are written in (for progress and cancel checks).
+const INSERT_CHUNKS: i64 = 25;
+/// Smallest block range written at once (8 MiB of rows).
+const MIN_CHUNK_BLOCKS: i64 = 1024;
 /// Attempts when PostgreSQL reports a deadlock or serialisation failure.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -93,13 +119,13 @@ fn is_retryable(e: &sqlx::Error) -> bool {
 async fn step(
     reporter: &mut Reporter,
     cancel: &CancellationToken,
-    n: usize,
+    step: Step,
     message: &str,
 ) -> std::result::Result<(), MergeError> {
     if cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
-    reporter.processing(STEP_STARTS[n], message).await?;
+    reporter.processing(step.start(), message).await?;
     Ok(())
 }
 
@@ -113,14 +139,15 @@ async fn try_merge(
 ) -> std::result::Result<(), MergeError> {
     let mut tx: Transaction<'_, Postgres> = db.begin().await?;
     sqlx::query("SET LOCAL work_mem = '128MB'").execute(&mut *tx).await?;
-    // One merge at a time per tenant and scanner: the resolve step reads what others write.
+    // One merge at a time per tenant and scanner: the resolve step reads what others write, and
+    // the findings are inserted without ON CONFLICT because no other merge can add the same keys.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
         .bind(spec.tenant)
         .bind(spec.scanner)
         .execute(&mut *tx)
         .await?;
 
-    step(reporter, cancel, 0, "Deduplicating rows").await?;
+    step(reporter, cancel, Step::Dedup, "Deduplicating rows").await?;
     let incoming = if spec.unique {
         spec.staging
     } else {
@@ -140,16 +167,10 @@ async fn try_merge(
         .await?;
         "incoming"
     };
-    // Probed once per open finding of the covered assets when resolving: index it, so the plan
-    // stays linear even when the statistics of `vulnerabilities` are stale.
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE INDEX ON {incoming} (asset, check_id, port, protocol); ANALYZE {incoming}"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(AssertSqlSafe(format!("ANALYZE {incoming}"))).execute(&mut *tx).await?;
     let repeats = if spec.unique { "0" } else { "i.repeats" };
 
-    step(reporter, cancel, 1, "Recording scanner checks").await?;
+    step(reporter, cancel, Step::Checks, "Recording scanner checks").await?;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
          SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
@@ -163,7 +184,7 @@ async fn try_merge(
     .execute(&mut *tx)
     .await?;
 
-    step(reporter, cancel, 2, "Comparing with known findings").await?;
+    step(reporter, cancel, Step::Compare, "Comparing with known findings").await?;
     let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT count(*) FILTER (WHERE v.id IS NULL AND NOT i.fixed),
                 count(*) FILTER (WHERE v.state = 'resolved' AND NOT i.fixed),
@@ -186,53 +207,113 @@ async fn try_merge(
     // Rows folded while staging, plus those folded here.
     summary.skipped_duplicates += counts.4 as u64;
 
-    step(reporter, cancel, 3, "Writing findings").await?;
-    // No ORDER BY needed for lock order: every row has this tenant and scanner, whose merges
-    // the advisory lock already serialises.
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO vulnerabilities AS v (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
-                                           output, state, first_seen, last_seen, last_import_id)
-         SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
-                coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
-         FROM {incoming} WHERE NOT fixed
-         ON CONFLICT (tenant, scanner, asset, check_id, port, protocol) DO UPDATE
-            SET cves = EXCLUDED.cves, severity = EXCLUDED.severity, cvss = EXCLUDED.cvss, vpr = EXCLUDED.vpr,
-                output = EXCLUDED.output, state = 'open', resolved_at = NULL,
-                first_seen = least(v.first_seen, EXCLUDED.first_seen),
-                last_seen = greatest(v.last_seen, EXCLUDED.last_seen),
-                last_import_id = EXCLUDED.last_import_id, updated_at = now()
-            WHERE (v.state, v.cves, v.severity, v.cvss, v.vpr, v.output, v.last_seen)
-                  IS DISTINCT FROM ('open', EXCLUDED.cves, EXCLUDED.severity, EXCLUDED.cvss, EXCLUDED.vpr, EXCLUDED.output,
-                                    greatest(v.last_seen, EXCLUDED.last_seen))"
-    )))
-    .bind(spec.tenant)
-    .bind(spec.scanner)
-    .bind(spec.scan_date)
-    .bind(spec.import_id)
-    .execute(&mut *tx)
-    .await?;
-
-    if summary.new > 10_000 {
-        // Many new rows make the table's statistics stale for the next statement.
-        sqlx::query("ANALYZE vulnerabilities").execute(&mut *tx).await?;
-    }
-    step(reporter, cancel, 4, "Resolving findings absent from this scan").await?;
+    step(reporter, cancel, Step::Resolve, "Resolving findings absent from this scan").await?;
+    // Before the findings are written, so only findings known before this scan are probed.
     // Only assets this scan covered; a scan of other hosts resolves nothing here.
-    let resolved = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
-                last_import_id = $4
-         WHERE v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'
-           AND v.asset IN (SELECT DISTINCT asset FROM {incoming})
-           AND NOT EXISTS (SELECT 1 FROM {incoming} i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
-                           AND i.port = v.port AND i.protocol = v.protocol)"
-    )))
+    let any_open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2 AND state = 'open')",
+    )
     .bind(spec.tenant)
     .bind(spec.scanner)
-    .bind(spec.scan_date)
-    .bind(spec.import_id)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    summary.resolved = resolved.rows_affected();
+    summary.resolved = 0;
+    if any_open {
+        // Probed once per open finding of the covered assets: index it, so the plan stays linear
+        // even when the statistics of `vulnerabilities` are stale.
+        sqlx::query(AssertSqlSafe(format!("CREATE INDEX ON {incoming} (asset, check_id, port, protocol)")))
+            .execute(&mut *tx)
+            .await?;
+        let resolved = write(
+            format!(
+            "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
+                    last_import_id = $4
+             WHERE v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'
+               AND v.asset IN (SELECT DISTINCT asset FROM {incoming})
+               AND NOT EXISTS (SELECT 1 FROM {incoming} i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
+                               AND i.port = v.port AND i.protocol = v.protocol)"
+            ),
+            spec,
+        )
+        .execute(&mut *tx)
+        .await?;
+        summary.resolved = resolved.rows_affected();
+    }
+
+    step(reporter, cancel, Step::Update, "Updating known findings").await?;
+    if summary.reopened + summary.updated + summary.unchanged > 0 {
+        // Unchanged findings are only touched when this scan moves their last_seen.
+        write(
+            format!(
+                "UPDATE vulnerabilities v
+                SET cves = i.cves, severity = i.severity, cvss = i.cvss, vpr = i.vpr, output = i.output,
+                    state = 'open', resolved_at = NULL,
+                    first_seen = least(v.first_seen, coalesce(i.first_seen, i.last_seen, $3::timestamptz)),
+                    last_seen = greatest(v.last_seen, coalesce(i.last_seen, $3::timestamptz)),
+                    last_import_id = $4, updated_at = now()
+             FROM {incoming} i
+             WHERE v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
+               AND v.port = i.port AND v.protocol = i.protocol AND NOT i.fixed
+               AND (v.state, v.cves, v.severity, v.cvss, v.vpr, v.output, v.last_seen)
+                   IS DISTINCT FROM ('open', i.cves, i.severity, i.cvss, i.vpr, i.output,
+                                     greatest(v.last_seen, coalesce(i.last_seen, $3::timestamptz)))"
+            ),
+            spec,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    step(reporter, cancel, Step::Insert, "Writing new findings").await?;
+    if summary.new > 0 {
+        let insert = format!(
+            "INSERT INTO vulnerabilities (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
+                                          output, state, first_seen, last_seen, last_import_id)
+             SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
+                    coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
+             FROM {incoming} i
+             WHERE NOT fixed"
+        );
+        if summary.reopened + summary.updated + summary.unchanged == 0 {
+            // Nothing of this scan is known yet (a first import): every row is new, and the
+            // rows go in block range by block range, with progress and a cancel check between.
+            let blocks: i64 =
+                sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
+                    .bind(incoming)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let per_chunk = (blocks / INSERT_CHUNKS).max(MIN_CHUNK_BLOCKS);
+            let mut from = 0;
+            while from < blocks {
+                let to = from + per_chunk;
+                write(format!("{insert} AND ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"), spec)
+                    .execute(&mut *tx)
+                    .await?;
+                from = to;
+                let done = (from as f64 / blocks.max(1) as f64).min(1.0);
+                let share = Step::Insert.start() + (1.0 - Step::Insert.start()) * done;
+                if cancel.is_cancelled() {
+                    return Err(MergeError::Job(JobError::Cancelled));
+                }
+                reporter.processing(share, "Writing new findings").await?;
+            }
+        } else {
+            write(
+                format!(
+                    "{insert} AND NOT EXISTS (SELECT 1 FROM vulnerabilities v
+                         WHERE v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
+                           AND v.port = i.port AND v.protocol = i.protocol)"
+                ),
+                spec,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if summary.new > 10_000 {
+            // Many new rows make the table's statistics stale for the next merge.
+            sqlx::query("ANALYZE vulnerabilities").execute(&mut *tx).await?;
+        }
+    }
 
     if cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
@@ -261,6 +342,12 @@ async fn try_merge(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A write of the merge, with the parameters they all take: `$1` tenant, `$2` scanner, `$3` scan
+/// date, `$4` import id.
+fn write<'q>(sql: String, spec: &MergeSpec<'q>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(AssertSqlSafe(sql)).bind(spec.tenant).bind(spec.scanner).bind(spec.scan_date).bind(spec.import_id)
 }
 
 /// Drops the import's staging table (after the end of the import, or before a new attempt).

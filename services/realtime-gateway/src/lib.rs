@@ -90,8 +90,11 @@ impl Realtime {
             consumer_alive: Arc::new(AtomicBool::new(false)),
             metrics: RealtimeMetrics::register(metrics),
         };
-        let (layer, io) =
-            SocketIo::builder().max_payload(state.options.max_payload_bytes).with_state(state.clone()).build_layer();
+        let (layer, io) = SocketIo::builder()
+            .max_payload(state.options.max_payload_bytes)
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+            .with_state(state.clone())
+            .build_layer();
         handlers::register(&io);
         let stop = CancellationToken::new();
         let (events_tx, events_rx) = fanout::channel();
@@ -166,6 +169,10 @@ pub struct Gateway {
     realtime: Realtime,
 }
 
+/// Initial read buffer of each websocket. Clients send only small events (join, leave, cancel,
+/// pongs), and the buffer grows for a larger frame, so 1 KiB instead of the default 4 KiB saves
+/// 3 KiB on every idle connection.
+const WS_READ_BUFFER_BYTES: usize = 1024;
 /// How long shutdown waits for HTTP connections (polling requests) to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
