@@ -225,15 +225,21 @@ async fn wait_for_terminal(
     }
 }
 
+/// Bytes read from the file per body chunk (the default 4 KiB costs a write per 4 KiB).
+const UPLOAD_READ_BYTES: usize = 256 * 1024;
+
 /// POST /api/imports with the file streamed from disk; returns the time to the 202.
 async fn upload(http: &reqwest::Client, port: u16, file: &Path, id: Uuid, limit: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let f = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
     let size = f.metadata().await?.len();
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "upload.csv".into());
-    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(ReaderStream::new(f)), size)
-        .file_name(name)
-        .mime_str("text/csv")?;
+    let part = reqwest::multipart::Part::stream_with_length(
+        reqwest::Body::wrap_stream(ReaderStream::with_capacity(f, UPLOAD_READ_BYTES)),
+        size,
+    )
+    .file_name(name)
+    .mime_str("text/csv")?;
     let form = reqwest::multipart::Form::new()
         .text("sessionId", id.to_string())
         .text("scanDate", "2026-01-15")

@@ -318,7 +318,7 @@ impl GatewayHandle {
         let file = tokio::fs::File::open(path).await.unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
         let len = file.metadata().await.unwrap().len();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
         let mut form = reqwest::multipart::Form::new();
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());

@@ -59,12 +59,15 @@ pub async fn watch_exhausted_jobs(worker: Worker) {
         let info =
             crate::job::gave_up_error(attempts, "the worker running it stopped responding (crashed or was killed)");
         tracing::warn!(import_id = %job.import_id, attempts, "job ran out of deliveries");
-        end_unclaimed(&worker, job.import_id, attempts as u32, Status::Error, Some(info)).await;
-        // What the dead attempt left: its staging table and the uploaded file.
-        if let Err(err) = crate::merge::drop_staging(&worker.db, &names::staging_table(job.import_id)).await {
+        // What the dead attempt left, before the import is said to be over: its staging table
+        // (and the session still working on it, if PostgreSQL has not noticed the death yet)
+        // and the uploaded file.
+        let staging = names::staging_table(job.import_id);
+        if let Err(err) = crate::merge::drop_abandoned_staging(&worker.db, &staging).await {
             tracing::warn!(import_id = %job.import_id, error = %err, "could not drop the staging table");
         }
         crate::job::delete_upload(&worker, &job).await;
+        end_unclaimed(&worker, job.import_id, attempts as u32, Status::Error, Some(info)).await;
         let _ = stream.delete_message(advisory.stream_seq).await;
     }
 }

@@ -251,6 +251,9 @@ async fn pipeline(
         )
     })?;
     reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
+    // An earlier attempt of this job died: what it left goes first, with its session if that
+    // is still running a statement.
+    merge::drop_abandoned_staging(db, staging).await?;
     merge::create_staging(db, staging).await?;
     sqlx::query("DELETE FROM import_row_errors WHERE import_id = $1")
         .bind(job.import_id)

@@ -47,9 +47,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 /// Rows of a file merged per second, assumed before this worker has measured its own (a 2-core
-/// machine merges a first import of a million-row Nessus export at about 100k rows/s); ETAs
+/// machine merges a first import of a million-row Nessus export at about 90k rows/s); ETAs
 /// start from it.
-const INITIAL_MERGE_RATE: f64 = 100_000.0;
+const INITIAL_MERGE_RATE: f64 = 90_000.0;
 
 /// A connected worker; cheap to clone (every job task holds one).
 #[derive(Clone)]

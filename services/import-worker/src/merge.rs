@@ -34,11 +34,11 @@ impl Step {
     fn start(self) -> f64 {
         match self {
             Step::Dedup => 0.0,
-            Step::Checks => 0.10,
-            Step::Compare => 0.12,
-            Step::Resolve => 0.16,
-            Step::Update => 0.18,
-            Step::Insert => 0.20,
+            Step::Checks => 0.04,
+            Step::Compare => 0.06,
+            Step::Resolve => 0.08,
+            Step::Update => 0.10,
+            Step::Insert => 0.12,
         }
     }
 }
@@ -357,6 +357,23 @@ pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
         .await
         .step("dropping the staging table")?;
     Ok(())
+}
+
+/// Drops the staging table of an attempt whose worker died. A statement that dead worker started
+/// (a long merge) runs on in PostgreSQL until it tries to answer, holding its locks: that session
+/// is ended first.
+pub async fn drop_abandoned_staging(db: &PgPool, staging: &str) -> Result<()> {
+    let ended = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()",
+    )
+    .bind(staging)
+    .execute(db)
+    .await;
+    if let Err(err) = ended {
+        tracing::warn!(staging, error = %err, "could not end the session of a dead attempt; dropping its staging table waits for it");
+    }
+    drop_staging(db, staging).await
 }
 
 /// Creates an empty staging table for the import.

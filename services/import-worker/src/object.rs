@@ -18,15 +18,16 @@ const READ_AHEAD: usize = 4;
 /// Attempts per chunk before the read fails (a broker restart takes a few seconds).
 const FETCH_ATTEMPTS: u32 = 6;
 
-/// One chunk: the first message of `subject` at or after `seq`, retried with backoff.
+/// One chunk: the first message of `subject` at or after `seq`, retried with backoff. A direct
+/// get: the server sends the payload as it is, not base64 inside a JSON answer.
 async fn fetch_with_retry(
     stream: &async_nats::jetstream::stream::Stream,
     subject: &str,
     seq: u64,
-) -> Result<async_nats::jetstream::message::StreamMessage, async_nats::jetstream::stream::RawMessageError> {
+) -> Result<async_nats::jetstream::message::StreamMessage, async_nats::jetstream::stream::DirectGetError> {
     let mut attempt = 1;
     loop {
-        match stream.raw_message_builder().next_by_subject(subject.to_owned()).sequence(seq).send().await {
+        match stream.direct_get_next_for_subject(subject, Some(seq)).await {
             Err(err) if attempt < FETCH_ATTEMPTS => {
                 let delay = std::time::Duration::from_millis(250 << attempt);
                 tracing::warn!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "reading a chunk of the upload failed");
