@@ -1,4 +1,4 @@
--- Cheaper findings writes: three indexes to maintain per new finding instead of four, and none
+-- Cheaper findings writes: two indexes to maintain per new finding instead of four, and none
 -- written at its front.
 -- The natural key is the primary key; `id` stays as a unique, increasing number for paging.
 ALTER TABLE vulnerabilities DROP CONSTRAINT vulnerabilities_pkey;
