@@ -74,11 +74,16 @@ pub struct TestEnv {
 impl TestEnv {
     /// Starts nats-server, creates and migrates a fresh database.
     pub async fn start() -> TestEnv {
+        Self::start_on(admin_url()).await
+    }
+
+    /// Like [`TestEnv::start`], with the database created on the server at `admin_url` (a
+    /// PostgreSQL the test runs itself, to stop and restart it).
+    pub async fn start_on(admin_url: String) -> TestEnv {
         crate::init_logs();
         let dir = std::env::temp_dir().join(format!("hexflow-test-{}", Uuid::new_v4().simple()));
         let nats_server = EmbeddedNats::start(&dir.join("nats"), None).expect("starting nats-server");
         let nats_config = NatsConfig::at(nats_server.url.clone());
-        let admin_url = admin_url();
         let db_name = format!("hexflow_test_{}", Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hexflow::embedded::EmbeddedPostgres;
 use hexflow_tests::{TestEnv, files};
 use shared::{Phase, Status};
 use uuid::Uuid;
@@ -81,6 +82,59 @@ async fn a_broker_restart_mid_import_loses_nothing() {
     let (status, _) = gateway.get("/readyz").await;
     assert_eq!(status, 200, "ready again");
     assert_eq!(env.scalar("SELECT count(*) FROM imports WHERE status = 'completed'").await, 1);
+}
+
+/// Removes a directory when the test ends, however it ends.
+struct RemovedAtEnd(std::path::PathBuf);
+
+impl Drop for RemovedAtEnd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_import_loses_nothing() {
+    // A PostgreSQL of the test's own: the shared one is never stopped.
+    let pg_dir = RemovedAtEnd(std::env::temp_dir().join(format!("hexflow-test-pg-{}", Uuid::new_v4().simple())));
+    let pg = EmbeddedPostgres::start(&pg_dir.0, None).expect("starting PostgreSQL");
+    let env = TestEnv::start_on(pg.url("postgres")).await;
+    let path = env.dir().join("database.csv");
+    std::fs::create_dir_all(env.dir()).unwrap();
+    let rows = files::write_nessus_file(&path, 40 * 1024 * 1024);
+    let gateway = env.gateway().await;
+    let mut worker = env.worker_process(&[]);
+    worker.wait_ready(Duration::from_secs(30)).await;
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+    let (status, _) = gateway.upload_path(&path, &[("sessionId", &id.to_string()), ("scanDate", SCAN_DATE)]).await;
+    assert_eq!(status, 202);
+    env.wait_for(id, Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 10.0).await;
+
+    pg.stop();
+    let readyz = format!("{}/readyz", worker.url());
+    let mut ready = reqwest::get(&readyz).await.unwrap();
+    for _ in 0..200 {
+        if ready.status() == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = reqwest::get(&readyz).await.unwrap();
+    }
+    assert_eq!(ready.status(), 503, "the worker's readiness reports the database gone");
+    let checks: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(checks["checks"]["postgres"]["ok"], false, "{checks}");
+    let _pg = EmbeddedPostgres::start(&pg_dir.0, Some(pg.port)).expect("restarting PostgreSQL");
+
+    let done = env.wait_for_terminal(id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    assert!(done.attempt >= 2, "the interrupted attempt was followed by another ({})", done.attempt);
+    assert!(log.events().iter().any(|e| e.message.contains("retrying")), "the failed attempt was announced");
+    let summary = done.summary.unwrap();
+    assert_eq!(summary.new + summary.skipped_duplicates, rows);
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await as u64, summary.new);
+    assert!(!env.staging_exists(id).await);
+    worker.wait_ready(Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
