@@ -66,6 +66,15 @@ pub struct Config {
         default_value_t = 30
     )]
     pub shutdown_grace_secs: u64,
+    /// Staging rows (bytes of CSV) committed at a time when a first import's findings are
+    /// written while it loads; each slice is then written by the merge's connection.
+    #[arg(
+        long = "early-slice-bytes",
+        env = "HEXFLOW_WORKER_EARLY_SLICE_BYTES",
+        value_name = "HEXFLOW_WORKER_EARLY_SLICE_BYTES",
+        default_value_t = 16 * 1024 * 1024
+    )]
+    pub early_slice_bytes: usize,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -99,6 +108,7 @@ impl Config {
             progress_events: true,
             progress_interval_ms: 50,
             shutdown_grace_secs: 30,
+            early_slice_bytes: 16 * 1024 * 1024,
             nats,
             db,
             telemetry: TelemetryConfig::default(),

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     Worker,
+    early::{self, EarlyWriter, EarlyWrites},
     error::{JobError, Result, StepExt},
     load::{self, LoadSpec},
     merge::{self, MergeSpec},
@@ -181,7 +182,9 @@ async fn attempt_import(
     worker.metrics.jobs_active.add(1);
     let result = pipeline(worker, job, staging, &mut reporter, cancel).await;
     worker.metrics.jobs_active.add(-1);
-    let _ = merge::drop_staging(db, staging).await;
+    // A cancel or failure can leave the early writer's statement running in PostgreSQL: it is
+    // ended with the table.
+    let _ = merge::drop_abandoned_staging(db, staging).await;
     let partial = reporter.partial_results();
     match result {
         Ok(summary) => {
@@ -261,8 +264,27 @@ async fn pipeline(
         .await
         .step("clearing earlier row errors")?;
     let limits = Limits { max_line_bytes: worker.config.max_line_bytes, ..Limits::default() };
-    let spec =
-        LoadSpec { object_key: &job.object_key, format, staging, limits, max_row_errors: worker.config.max_row_errors };
+    let target = early::Target {
+        import_id: job.import_id,
+        tenant: job.tenant.clone(),
+        scanner: format.scanner(),
+        scan_date: job.scan_date.clone(),
+        staging: staging.to_owned(),
+    };
+    let early = EarlyWriter::begin(db, target).await?.map(EarlyWriter::start);
+    if let Some(writes) = &early {
+        tracing::info!("no findings of this scanner yet: writing them while the file loads");
+        reporter.writing_early(writes.inserted());
+    }
+    let spec = LoadSpec {
+        object_key: &job.object_key,
+        format,
+        staging,
+        limits,
+        max_row_errors: worker.config.max_row_errors,
+        early,
+        slice_bytes: worker.config.early_slice_bytes,
+    };
     let loaded = load::load(db, &worker.nats, spec, reporter, cancel).await?;
     reporter.loaded(loaded.counters);
     record_row_errors(db, job.import_id, &loaded.row_errors).await?;
@@ -303,6 +325,15 @@ async fn pipeline(
         skipped_duplicates: loaded.staged.folded,
         ..Summary::default()
     };
+    if let Some(writes) = loaded.early {
+        match finish_early(writes, loaded.findings, reporter, cancel).await? {
+            Some((writer, inserted)) => {
+                let seq = reporter.next_seq();
+                return writer.commit(summary, inserted, seq, reporter).await;
+            }
+            None => tracing::info!("a finding key repeats out of order: the findings are merged after loading instead"),
+        }
+    }
     let spec = MergeSpec {
         import_id: job.import_id,
         tenant: &job.tenant,
@@ -315,6 +346,31 @@ async fn pipeline(
     let summary = merge::merge(db, &spec, summary, seq, reporter, cancel).await?;
     worker.observe_merge(c.rows, merge_started.elapsed());
     Ok(summary)
+}
+
+/// Waits for the early writer's last slices, reporting how many of the `expected` findings are
+/// written; `None` when it gave up (the ordinary merge runs).
+async fn finish_early(
+    writes: EarlyWrites,
+    expected: u64,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Option<(EarlyWriter, u64)>> {
+    let inserted = writes.inserted();
+    let finish = writes.finish();
+    tokio::pin!(finish);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(JobError::Cancelled),
+            done = &mut finish => return done,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let written = inserted.load(std::sync::atomic::Ordering::Relaxed);
+                let fraction = written as f64 / expected.max(1) as f64;
+                reporter.processing(fraction.min(1.0), "Writing new findings").await?;
+            }
+        }
+    }
 }
 
 /// Stores the first invalid rows for the report.

@@ -22,6 +22,7 @@
 mod cancel;
 pub mod config;
 mod consumer;
+mod early;
 pub mod error;
 mod job;
 mod load;

@@ -22,6 +22,7 @@ use tokio::{
 use tokio_util::{io::SyncIoBridge, sync::CancellationToken};
 
 use crate::{
+    early::EarlyWrites,
     error::{JobError, Result, StepExt},
     progress::{Counters, Reporter},
     staging::{BATCH_BYTES, Staged, StagingWriter},
@@ -41,14 +42,17 @@ pub struct Loaded {
     pub staged: Staged,
     /// The first invalid rows (capped).
     pub row_errors: Vec<RowError>,
+    /// The findings written while loading, when that went on to the end.
+    pub early: Option<EarlyWrites>,
 }
 
 /// What crosses from the parsing thread to the COPY loop.
 enum Message {
     /// The header was found; loading begins.
     Sniffed(Format),
-    /// CSV text for the staging table.
-    Batch(Vec<u8>),
+    /// CSV text for the staging table: rows up to `last_line`, and whether every key written so
+    /// far was new.
+    Batch { bytes: Vec<u8>, last_line: u64, unique: bool },
     /// End of file.
     Done { findings: u64, staged: Staged, row_errors: Vec<RowError> },
     /// The file cannot be read further.
@@ -85,6 +89,10 @@ pub struct LoadSpec<'a> {
     pub limits: Limits,
     /// Invalid rows kept for the report.
     pub max_row_errors: usize,
+    /// Findings written while loading (a first import), fed a slice at a time.
+    pub early: Option<EarlyWrites>,
+    /// Staging CSV bytes per slice handed to `early`.
+    pub slice_bytes: usize,
 }
 
 /// Streams the object into the staging table, reporting progress, until the end or a cancel.
@@ -111,6 +119,9 @@ pub async fn load(
         crate::staging::COLUMNS
     );
     let mut copy = db.copy_in_raw(&copy_sql).await.step("starting COPY into staging")?;
+    let mut early = spec.early;
+    // Rows up to `written` are committed and handed to the early writer; `slice` bytes since.
+    let (mut written, mut slice) = (0u64, 0usize);
     let outcome = loop {
         let message = tokio::select! {
             biased;
@@ -121,9 +132,21 @@ pub async fn load(
             Some(Message::Sniffed(format)) => {
                 reporter.phase(shared::Phase::Loading, format!("Loading {} rows into staging", format.name())).await?;
             }
-            Some(Message::Batch(bytes)) => {
+            Some(Message::Batch { bytes, last_line, unique }) => {
+                slice += bytes.len();
                 if let Err(e) = copy.send(bytes).await {
                     break Err(JobError::Transient { step: "copying rows to staging", cause: e.to_string() });
+                }
+                if let Some(writes) = early.as_mut().filter(|w| w.active()) {
+                    if !unique {
+                        writes.abandon();
+                    } else if slice >= spec.slice_bytes {
+                        // Commit this slice, so the writer's connection sees it.
+                        copy.finish().await.step("finishing COPY into staging")?;
+                        writes.write(written, last_line);
+                        (written, slice) = (last_line, 0);
+                        copy = db.copy_in_raw(&copy_sql).await.step("starting COPY into staging")?;
+                    }
                 }
                 reporter.loading(live.counters()).await?;
             }
@@ -137,7 +160,14 @@ pub async fn load(
         Ok((findings, staged, row_errors)) => {
             copy.finish().await.step("finishing COPY into staging")?;
             let _ = parser.await;
-            Ok(Loaded { counters: live.counters(), findings, staged, row_errors })
+            if let Some(writes) = early.as_mut().filter(|w| w.active()) {
+                if staged.unique {
+                    writes.write(written, u64::MAX >> 1);
+                } else {
+                    writes.abandon();
+                }
+            }
+            Ok(Loaded { counters: live.counters(), findings, staged, row_errors, early })
         }
         Err(err) => {
             // Always end the COPY, so the connection goes back to the pool clean.
@@ -215,12 +245,15 @@ fn parse(
                 return;
             }
         }
-        if writer.len() >= BATCH_BYTES && !send(Message::Batch(writer.take())) {
-            return;
+        if writer.len() >= BATCH_BYTES {
+            let (last_line, unique) = (writer.last_line(), writer.unique_so_far());
+            if !send(Message::Batch { bytes: writer.take(), last_line, unique }) {
+                return;
+            }
         }
     }
     let (rest, staged) = writer.finish();
-    if !rest.is_empty() && !send(Message::Batch(rest)) {
+    if !rest.is_empty() && !send(Message::Batch { bytes: rest, last_line: u64::MAX >> 1, unique: staged.unique }) {
         return;
     }
     send(Message::Done { findings, staged, row_errors });

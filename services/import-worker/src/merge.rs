@@ -171,18 +171,7 @@ async fn try_merge(
     let repeats = if spec.unique { "0" } else { "i.repeats" };
 
     step(reporter, cancel, Step::Checks, "Recording scanner checks").await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
-         SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
-         FROM {} WHERE title IS NOT NULL ORDER BY check_id, line
-         ON CONFLICT (scanner, check_id) DO UPDATE
-            SET title = EXCLUDED.title, description = EXCLUDED.description, solution = EXCLUDED.solution, updated_at = now()
-            WHERE (c.title, c.description, c.solution) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.description, EXCLUDED.solution)",
-        spec.staging
-    )))
-    .bind(spec.scanner)
-    .execute(&mut *tx)
-    .await?;
+    record_checks(&mut tx, spec).await?;
 
     step(reporter, cancel, Step::Compare, "Comparing with known findings").await?;
     let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
@@ -266,14 +255,7 @@ async fn try_merge(
 
     step(reporter, cancel, Step::Insert, "Writing new findings").await?;
     if summary.new > 0 {
-        let insert = format!(
-            "INSERT INTO vulnerabilities (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
-                                          output, state, first_seen, last_seen, last_import_id)
-             SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
-                    coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
-             FROM {incoming} i
-             WHERE NOT fixed"
-        );
+        let insert = insert_new(incoming);
         if summary.reopened + summary.updated + summary.unchanged == 0 {
             // Nothing of this scan is known yet (a first import): every row is new, and the
             // rows go in block range by block range, with progress and a cancel check between.
@@ -318,7 +300,50 @@ async fn try_merge(
     if cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
-    // The import is completed in the same transaction: a crash after commit cannot merge twice.
+    complete(&mut tx, spec.import_id, summary, seq, reporter).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Upserts the scanner checks of the staged rows (their text is on the first row of each check).
+pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, spec: &MergeSpec<'_>) -> sqlx::Result<()> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
+         SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
+         FROM {} WHERE title IS NOT NULL ORDER BY check_id, line
+         ON CONFLICT (scanner, check_id) DO UPDATE
+            SET title = EXCLUDED.title, description = EXCLUDED.description, solution = EXCLUDED.solution, updated_at = now()
+            WHERE (c.title, c.description, c.solution) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.description, EXCLUDED.solution)",
+        spec.staging
+    )))
+    .bind(spec.scanner)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The insert of new findings from `incoming`, to be completed with more conditions (`i` is
+/// the staged row). Takes the parameters of [`write`].
+pub(crate) fn insert_new(incoming: &str) -> String {
+    format!(
+        "INSERT INTO vulnerabilities (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
+                                      output, state, first_seen, last_seen, last_import_id)
+         SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
+                coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
+         FROM {incoming} i
+         WHERE NOT fixed"
+    )
+}
+
+/// Marks the import completed with its summary, in the merge's transaction: a crash after the
+/// commit cannot merge twice.
+pub(crate) async fn complete(
+    tx: &mut Transaction<'_, Postgres>,
+    import_id: Uuid,
+    summary: &mut Summary,
+    seq: u64,
+    reporter: &Reporter,
+) -> sqlx::Result<()> {
     summary.duration_ms = reporter.elapsed().as_millis() as u64;
     summary.rows_per_second = if summary.duration_ms == 0 {
         summary.rows as f64
@@ -332,21 +357,23 @@ async fn try_merge(
                 validation_errors = $6, finished_at = now()
          WHERE id = $1",
     )
-    .bind(spec.import_id)
+    .bind(import_id)
     .bind(serde_json::to_value(&*summary).expect("a summary serialises"))
     .bind(message)
     .bind(seq as i64)
     .bind(summary.rows as i64)
     .bind(summary.validation_errors as i64)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
 /// A write of the merge, with the parameters they all take: `$1` tenant, `$2` scanner, `$3` scan
 /// date, `$4` import id.
-fn write<'q>(sql: String, spec: &MergeSpec<'q>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+pub(crate) fn write<'q>(
+    sql: String,
+    spec: &MergeSpec<'q>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
     sqlx::query(AssertSqlSafe(sql)).bind(spec.tenant).bind(spec.scanner).bind(spec.scan_date).bind(spec.import_id)
 }
 

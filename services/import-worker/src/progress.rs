@@ -2,7 +2,13 @@
 //! interval), strictly increasing `seq`, ETA from measured throughput, and the `imports` row
 //! kept in step at phase changes.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use shared::{
     Nats, Phase, ProgressEvent, Status,
@@ -41,6 +47,7 @@ pub struct Reporter {
     load_started: Option<Instant>,
     merge_rows_per_second: f64,
     invalid_rows: u64,
+    early_inserted: Option<Arc<AtomicU64>>,
 }
 
 impl Reporter {
@@ -91,6 +98,7 @@ impl Reporter {
             load_started: None,
             merge_rows_per_second,
             invalid_rows: 0,
+            early_inserted: None,
         }
     }
 
@@ -101,6 +109,12 @@ impl Reporter {
             bytes_processed: self.event.bytes_processed,
             validation_errors: self.invalid_rows,
         }
+    }
+
+    /// The findings are written while loading: the ETA counts the rows still to write, not a
+    /// whole merge after the load.
+    pub fn writing_early(&mut self, inserted: Arc<AtomicU64>) {
+        self.early_inserted = Some(inserted);
     }
 
     /// Seconds since the attempt started.
@@ -206,6 +220,10 @@ impl Reporter {
         }
         let load_left = (total - c.bytes as f64) / (c.bytes as f64 / secs);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
+        if let Some(inserted) = &self.early_inserted {
+            let left = (rows_expected - inserted.load(Ordering::Relaxed) as f64).max(0.0);
+            return Some(round1(load_left.max(left / self.merge_rows_per_second)));
+        }
         let merge = rows_expected / self.merge_rows_per_second;
         Some(round1(load_left + merge))
     }

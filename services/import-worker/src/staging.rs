@@ -34,6 +34,7 @@ pub struct StagingWriter {
     pending: Option<Finding>,
     keys: Option<HashSet<u64>>,
     folded: u64,
+    last_line: u64,
 }
 
 impl Default for StagingWriter {
@@ -44,6 +45,7 @@ impl Default for StagingWriter {
             pending: None,
             keys: Some(HashSet::new()),
             folded: 0,
+            last_line: 0,
         }
     }
 }
@@ -89,6 +91,16 @@ impl StagingWriter {
         self.writer.get_ref().len()
     }
 
+    /// Line of the last row written (rows are written in line order).
+    pub fn last_line(&self) -> u64 {
+        self.last_line
+    }
+
+    /// True while every key written so far is new.
+    pub fn unique_so_far(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// The CSV written so far.
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::replace(&mut self.writer, new_writer()).into_inner().expect("flushing into a Vec cannot fail")
@@ -131,6 +143,7 @@ impl StagingWriter {
 
     fn encode(&mut self, f: &Finding) {
         self.track_key(f);
+        self.last_line = f.line;
         let first_of_check = self.checks_seen.insert(f.check_id.clone());
         let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
         let (title, description, solution) =

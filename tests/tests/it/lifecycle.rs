@@ -126,3 +126,44 @@ async fn folding_while_staging_gives_the_same_findings_as_folding_in_the_merge()
     }
     assert_eq!(dumps[0], dumps[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_repeating_after_findings_were_written_early_is_still_folded() {
+    // A first import writes its findings slice by slice while loading; a key that comes back
+    // after some slices are written must still fold into one finding, as the merge folds it.
+    let env = TestEnv::start().await;
+    let path = env.dir().join("repeat-late.csv");
+    std::fs::create_dir_all(env.dir()).unwrap();
+    let rows = files::write_nessus_file(&path, 12 * 1024 * 1024);
+    // The file's first finding (host 10.0.0.1, plugin 10000, port 1) again, at the end.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"10000,CVE-2099-00001,5.0,Medium,10.0.0.1,tcp,1,\"Plugin 10000 name, with comma\",\"Synopsis of 10000\",\"Late\",\"Apply\",https://example.com/10000,\"late output\"\n",
+    )
+    .unwrap();
+    let gateway = env.gateway().await;
+    let mut worker = env.worker_process(&[("HEXFLOW_WORKER_EARLY_SLICE_BYTES", "1048576")]);
+    worker.wait_ready(Duration::from_secs(30)).await;
+    let (status, body) = gateway.upload_path(&path, &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["sessionId"].as_str().unwrap().parse().unwrap();
+    let done = env.wait_for_terminal(id, Duration::from_secs(120)).await;
+
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    let s = done.summary.unwrap();
+    assert_eq!(s.rows, rows + 1);
+    assert_eq!(s.new + s.skipped_duplicates, rows + 1);
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await as u64, s.new);
+    let (cves, output): (Vec<String>, String) = sqlx::query_as(
+        "SELECT cves, output FROM vulnerabilities WHERE asset = '10.0.0.1' AND check_id = '10000' AND port = 1",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert!(cves.len() >= 2 && cves.contains(&"CVE-2099-00001".to_string()), "CVEs united: {cves:?}");
+    assert_ne!(output, "late output", "the first row's output is kept");
+    let log = worker.log_text();
+    assert!(log.contains("writing them while the file loads"), "slices were written early");
+    assert!(log.contains("merged after loading instead"), "the early writes were given up");
+}

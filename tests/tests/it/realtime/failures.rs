@@ -48,14 +48,16 @@ async fn assert_finished_once(env: &TestEnv, client: &SioClient, id: Uuid, who: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_mid_import_reconnects_gets_the_snapshot_and_sees_the_terminal_event() {
     let env = TestEnv::start().await;
-    let (gateway, _worker) = (env.gateway().await, env.worker().await);
+    let gateway = env.gateway().await;
     let realtime = env.realtime_with(|c| c.options.heartbeat_secs = 1).await;
-    let path = scan_file(&env, "cut.csv", 20);
+    let path = scan_file(&env, "cut.csv", 60);
     let id = Uuid::now_v7();
     let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
     assert_eq!(status, 202, "{body}");
     let mut client = SioClient::connected(&ClientOptions::at(&realtime.url)).await;
     assert_eq!(client.join(id).await["ok"], true);
+    // The import starts once the client watches, so it sees the loading.
+    let _worker = env.worker().await;
     client.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
 
     let cut_at = client.events().len();
@@ -72,10 +74,10 @@ async fn a_client_cut_mid_import_reconnects_gets_the_snapshot_and_sees_the_termi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_serve_every_client_and_the_clients_of_a_killed_one_finish_on_the_other() {
     let env = TestEnv::start().await;
-    let (gateway, _worker) = (env.gateway().await, env.worker().await);
+    let gateway = env.gateway().await;
     let mut first = env.realtime_process(&[("HEXFLOW_HEARTBEAT_SECS", "1")]).await;
     let second = env.realtime_process(&[("HEXFLOW_HEARTBEAT_SECS", "1")]).await;
-    let path = scan_file(&env, "replicas.csv", 20);
+    let path = scan_file(&env, "replicas.csv", 60);
     let id = Uuid::now_v7();
     let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
     assert_eq!(status, 202, "{body}");
@@ -85,6 +87,8 @@ async fn two_replicas_serve_every_client_and_the_clients_of_a_killed_one_finish_
     for watcher in &mut watchers {
         assert_eq!(watcher.join(id).await["ok"], true);
     }
+    // The import starts once every client watches, so they all see the loading.
+    let _worker = env.worker().await;
     for watcher in &watchers {
         watcher.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
     }
@@ -108,14 +112,16 @@ async fn two_replicas_serve_every_client_and_the_clients_of_a_killed_one_finish_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_while_clients_watch_loses_no_terminal_event() {
     let mut env = TestEnv::start().await;
-    let (gateway, _worker) = (env.gateway().await, env.worker().await);
+    let gateway = env.gateway().await;
     let realtime = env.realtime_with(|c| c.options.heartbeat_secs = 1).await;
-    let path = scan_file(&env, "restart.csv", 20);
+    let path = scan_file(&env, "restart.csv", 60);
     let id = Uuid::now_v7();
     let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
     assert_eq!(status, 202, "{body}");
     let mut client = SioClient::connected(&ClientOptions::at(&realtime.url)).await;
     assert_eq!(client.join(id).await["ok"], true);
+    // The import starts once the client watches, so it sees the loading.
+    let _worker = env.worker().await;
     client.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
 
     env.nats_server.restart().expect("restarting nats-server");

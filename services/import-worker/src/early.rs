@@ -1,0 +1,198 @@
+//! Writing a first import's findings while the file is still loading. When a tenant has no
+//! findings of the scanner yet, every staged row is a new finding: a second connection takes the
+//! merge's advisory lock, opens the merge transaction, and inserts each slice of staging rows as
+//! soon as its `COPY` commits, so PostgreSQL writes findings on one core while the worker parses
+//! on the other. The transaction commits only at the end, with the import marked completed, so
+//! a cancel or a crash still leaves the final tables untouched. When a key turns out to repeat
+//! out of order (the merge would fold it), the transaction is rolled back and the ordinary merge
+//! runs after loading.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use shared::events::Summary;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::{sync::mpsc, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::{
+    error::{Result, StepExt},
+    merge::{self, MergeSpec},
+    progress::Reporter,
+};
+
+/// What the writer needs to know about the import (owned, for its task).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The import.
+    pub import_id: Uuid,
+    /// Tenant owning the findings.
+    pub tenant: String,
+    /// Scanner family of the format.
+    pub scanner: &'static str,
+    /// Scan date, RFC 3339.
+    pub scan_date: String,
+    /// The staging table.
+    pub staging: String,
+}
+
+impl Target {
+    fn spec(&self) -> MergeSpec<'_> {
+        MergeSpec {
+            import_id: self.import_id,
+            tenant: &self.tenant,
+            scanner: self.scanner,
+            scan_date: &self.scan_date,
+            staging: &self.staging,
+            unique: true,
+        }
+    }
+}
+
+/// The open merge transaction of a first import.
+pub struct EarlyWriter {
+    tx: Transaction<'static, Postgres>,
+    target: Target,
+}
+
+impl EarlyWriter {
+    /// Opens the merge transaction when this import can write early: its tenant has no findings
+    /// of this scanner, and no other merge of them is running (else `None`, and the ordinary
+    /// merge runs after loading). The staging table gets an index on `line` for the slices.
+    pub async fn begin(db: &PgPool, target: Target) -> Result<Option<EarlyWriter>> {
+        let mut tx = db.begin().await.step("opening the merge transaction")?;
+        let spec = target.spec();
+        let first: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))
+                    AND NOT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2)",
+        )
+        .bind(spec.tenant)
+        .bind(spec.scanner)
+        .fetch_one(&mut *tx)
+        .await
+        .step("checking for known findings")?;
+        if !first {
+            return Ok(None);
+        }
+        // Outside the transaction: an index built inside it would hold a lock that keeps the
+        // loading connection's COPY waiting until the commit.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE INDEX ON {} (line)", target.staging)))
+            .execute(db)
+            .await
+            .step("indexing the staging table")?;
+        Ok(Some(EarlyWriter { tx, target }))
+    }
+
+    /// Hands the transaction to a task that writes each slice it is sent.
+    pub fn start(self) -> EarlyWrites {
+        let (ranges, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+        let inserted = Arc::new(AtomicU64::new(0));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (count, stop) = (inserted.clone(), abandoned.clone());
+        let task = tokio::spawn(async move {
+            let mut writer = self;
+            while let Some((after, upto)) = rx.recv().await {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let spec = writer.target.spec();
+                let sql = format!("{} AND line > {after} AND line <= {upto}", merge::insert_new(spec.staging));
+                let done = merge::write(sql, &spec).execute(&mut *writer.tx).await?;
+                count.fetch_add(done.rows_affected(), Ordering::Relaxed);
+            }
+            Ok(writer)
+        });
+        EarlyWrites { ranges: Some(ranges), task: Some(task), inserted, abandoned }
+    }
+
+    /// Records the scanner checks, marks the import completed with `summary` (the new findings
+    /// are `inserted`), and commits.
+    pub async fn commit(
+        mut self,
+        mut summary: Summary,
+        inserted: u64,
+        seq: u64,
+        reporter: &Reporter,
+    ) -> Result<Summary> {
+        let spec = self.target.spec();
+        merge::record_checks(&mut self.tx, &spec).await.step("recording scanner checks")?;
+        summary.new = inserted;
+        if inserted > 10_000 {
+            // Many new rows make the table's statistics stale for the next merge.
+            sqlx::query("ANALYZE vulnerabilities").execute(&mut *self.tx).await.step("analysing findings")?;
+        }
+        merge::complete(&mut self.tx, self.target.import_id, &mut summary, seq, reporter)
+            .await
+            .step("completing the import")?;
+        self.tx.commit().await.step("committing the merge")?;
+        Ok(summary)
+    }
+}
+
+/// The writer's task, fed with line ranges of committed staging rows.
+pub struct EarlyWrites {
+    ranges: Option<mpsc::UnboundedSender<(u64, u64)>>,
+    task: Option<JoinHandle<sqlx::Result<EarlyWriter>>>,
+    inserted: Arc<AtomicU64>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl EarlyWrites {
+    /// True until [`EarlyWrites::abandon`].
+    pub fn active(&self) -> bool {
+        !self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Findings inserted so far.
+    pub fn inserted(&self) -> Arc<AtomicU64> {
+        self.inserted.clone()
+    }
+
+    /// Writes the staged rows with `after < line <= upto` (committed by then).
+    pub fn write(&self, after: u64, upto: u64) {
+        if let Some(ranges) = &self.ranges {
+            let _ = ranges.send((after, upto));
+        }
+    }
+
+    /// Gives up writing early (a key repeats): the transaction is rolled back.
+    pub fn abandon(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.ranges = None;
+    }
+
+    /// Waits for the last slice; `None` when the writing was abandoned.
+    pub async fn finish(mut self) -> Result<Option<(EarlyWriter, u64)>> {
+        self.ranges = None;
+        let task = self.task.take().expect("finished once");
+        let writer = task
+            .await
+            .map_err(|e| crate::error::JobError::Transient { step: "writing findings", cause: e.to_string() })?;
+        if !self.active() {
+            // Whatever the task did is rolled back with it.
+            return Ok(None);
+        }
+        let writer = writer.step("writing findings")?;
+        Ok(Some((writer, self.inserted.load(Ordering::Relaxed))))
+    }
+}
+
+impl std::fmt::Debug for EarlyWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarlyWrites")
+            .field("active", &self.active())
+            .field("inserted", &self.inserted.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Drop for EarlyWrites {
+    fn drop(&mut self) {
+        // A cancel or a failure: the transaction goes with the task, rolled back.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
