@@ -326,7 +326,8 @@ async fn pipeline(
         ..Summary::default()
     };
     if let Some(writes) = loaded.early {
-        match finish_early(writes, loaded.findings, reporter, cancel).await? {
+        let staged = loaded.findings - loaded.staged.folded;
+        match finish_early(writes, staged, reporter, cancel).await? {
             Some((writer, inserted)) => {
                 let seq = reporter.next_seq();
                 return writer.commit(summary, inserted, seq, reporter).await;
@@ -365,9 +366,7 @@ async fn finish_early(
             _ = cancel.cancelled() => return Err(JobError::Cancelled),
             done = &mut finish => return done,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                let written = inserted.load(std::sync::atomic::Ordering::Relaxed);
-                let fraction = written as f64 / expected.max(1) as f64;
-                reporter.processing(fraction.min(1.0), "Writing new findings").await?;
+                reporter.writing(inserted.load(std::sync::atomic::Ordering::Relaxed), expected).await?;
             }
         }
     }

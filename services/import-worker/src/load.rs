@@ -65,6 +65,7 @@ struct Live {
     rows: AtomicU64,
     bytes: Arc<AtomicU64>,
     invalid: AtomicU64,
+    staged: AtomicU64,
 }
 
 impl Live {
@@ -73,6 +74,7 @@ impl Live {
             rows: self.rows.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             invalid: self.invalid.load(Ordering::Relaxed),
+            staged: self.staged.load(Ordering::Relaxed),
         }
     }
 }
@@ -246,6 +248,7 @@ fn parse(
             }
         }
         if writer.len() >= BATCH_BYTES {
+            live.staged.store(writer.written(), Ordering::Relaxed);
             let (last_line, unique) = (writer.last_line(), writer.unique_so_far());
             if !send(Message::Batch { bytes: writer.take(), last_line, unique }) {
                 return;

@@ -32,6 +32,8 @@ pub struct Counters {
     pub bytes: u64,
     /// Invalid rows seen.
     pub invalid: u64,
+    /// Rows written to staging (findings, after folding repeats).
+    pub staged: u64,
 }
 
 /// Publishes the progress of one import attempt.
@@ -48,6 +50,7 @@ pub struct Reporter {
     merge_rows_per_second: f64,
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
+    writing_from: Option<(Instant, u64)>,
 }
 
 impl Reporter {
@@ -99,6 +102,7 @@ impl Reporter {
             merge_rows_per_second,
             invalid_rows: 0,
             early_inserted: None,
+            writing_from: None,
         }
     }
 
@@ -190,6 +194,28 @@ impl Reporter {
         Ok(())
     }
 
+    /// Progress of the findings still being written after an early-writing load: `written` of
+    /// `expected`, the ETA from the pace measured since the first call.
+    pub async fn writing(&mut self, written: u64, expected: u64) -> Result<()> {
+        let (since, at_start) = *self.writing_from.get_or_insert((Instant::now(), written));
+        let secs = since.elapsed().as_secs_f64();
+        let rate = if secs >= 0.3 && written > at_start {
+            (written - at_start) as f64 / secs
+        } else {
+            self.merge_rows_per_second
+        };
+        let left = expected.saturating_sub(written) as f64;
+        // Then the scanner checks, the statistics and the commit: about 0.6 s for a million rows.
+        self.event.eta_seconds = Some(round1(left / rate + 0.6));
+        let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
+        self.advance(Phase::Processing, fraction, "Writing new findings".into());
+        if self.intermediate {
+            self.publish(false).await?;
+            self.last_sent = Some(Instant::now());
+        }
+        Ok(())
+    }
+
     /// Records that every row has been read.
     pub fn loaded(&mut self, counters: Counters) {
         self.invalid_rows = counters.invalid;
@@ -221,8 +247,12 @@ impl Reporter {
         let load_left = (total - c.bytes as f64) / (c.bytes as f64 / secs);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
         if let Some(inserted) = &self.early_inserted {
-            let left = (rows_expected - inserted.load(Ordering::Relaxed) as f64).max(0.0);
-            return Some(round1(load_left.max(left / self.merge_rows_per_second)));
+            // Findings go on being written at the pace seen so far until the load ends, and the
+            // rest at the merge rate once the parser no longer shares the machine.
+            let staged_expected = c.staged as f64 * total / c.bytes as f64;
+            let written = inserted.load(Ordering::Relaxed) as f64;
+            let at_load_end = (written + written / secs * load_left).min(staged_expected);
+            return Some(round1(load_left + (staged_expected - at_load_end) / self.merge_rows_per_second));
         }
         let merge = rows_expected / self.merge_rows_per_second;
         Some(round1(load_left + merge))

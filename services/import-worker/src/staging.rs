@@ -35,6 +35,7 @@ pub struct StagingWriter {
     keys: Option<HashSet<u64>>,
     folded: u64,
     last_line: u64,
+    written: u64,
 }
 
 impl Default for StagingWriter {
@@ -46,6 +47,7 @@ impl Default for StagingWriter {
             keys: Some(HashSet::new()),
             folded: 0,
             last_line: 0,
+            written: 0,
         }
     }
 }
@@ -96,6 +98,11 @@ impl StagingWriter {
         self.last_line
     }
 
+    /// Rows written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// True while every key written so far is new.
     pub fn unique_so_far(&self) -> bool {
         self.keys.is_some()
@@ -144,6 +151,7 @@ impl StagingWriter {
     fn encode(&mut self, f: &Finding) {
         self.track_key(f);
         self.last_line = f.line;
+        self.written += 1;
         let first_of_check = self.checks_seen.insert(f.check_id.clone());
         let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
         let (title, description, solution) =
