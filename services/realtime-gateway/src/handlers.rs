@@ -37,7 +37,8 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Checks the handshake's `auth: {token}` and stores the socket's [`Session`].
+/// Checks the handshake's `auth: {token}`, stores the socket's [`Session`] and sets the socket
+/// up, all before the client hears that it is connected.
 async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<Value>,
@@ -47,7 +48,9 @@ async fn authenticate(
     match state.auth.authenticate(token.as_deref()) {
         Ok(identity) => {
             tracing::debug!(sid = %socket.id, user = %identity.user, tenant = %identity.tenant, "socket authenticated");
-            socket.extensions.insert(Arc::new(Session::new(identity, &state.options)));
+            let session = Arc::new(Session::new(identity, &state.options));
+            socket.extensions.insert(session.clone());
+            set_up(&socket, &session, &state);
             Ok(())
         }
         Err(err) => {
@@ -58,11 +61,13 @@ async fn authenticate(
     }
 }
 
-async fn on_connect(
-    socket: SocketRef,
-    Extension(session): Extension<Arc<Session>>,
-    State(state): State<RealtimeState>,
-) {
+/// The connect handler runs in a task of its own after the client has been told it is
+/// connected, so a client that emits at once could find no handler yet (and its event would be
+/// dropped unanswered). Everything is therefore set up by [`authenticate`], before the answer.
+async fn on_connect() {}
+
+/// Rooms, handlers and counters of an accepted socket.
+fn set_up(socket: &SocketRef, session: &Session, state: &RealtimeState) {
     socket.join(tenant_room(&session.identity.tenant));
     // A room of its own lets room emits skip this socket while it joins (`except(sid)`).
     socket.join(socket.id);
