@@ -63,7 +63,7 @@ pub async fn watch_exhausted_jobs(worker: Worker) {
         // (and the session still working on it, if PostgreSQL has not noticed the death yet)
         // and the uploaded file.
         let staging = names::staging_table(job.import_id);
-        if let Err(err) = crate::merge::drop_abandoned_staging(&worker.db, &staging).await {
+        if let Err(err) = crate::merge::drop_staging(&worker.db, &staging).await {
             tracing::warn!(import_id = %job.import_id, error = %err, "could not drop the staging table");
         }
         crate::job::delete_upload(&worker, &job).await;

@@ -119,10 +119,7 @@ impl EarlyWriter {
         let spec = self.target.spec();
         merge::record_checks(&mut self.tx, &spec).await.step("recording scanner checks")?;
         summary.new = inserted;
-        if inserted > 10_000 {
-            // Many new rows make the table's statistics stale for the next merge.
-            sqlx::query("ANALYZE vulnerabilities").execute(&mut *self.tx).await.step("analysing findings")?;
-        }
+        merge::refresh_statistics(&mut self.tx, inserted).await.step("analysing findings")?;
         merge::complete(&mut self.tx, self.target.import_id, &mut summary, seq, reporter)
             .await
             .step("completing the import")?;

@@ -184,7 +184,7 @@ async fn attempt_import(
     worker.metrics.jobs_active.add(-1);
     // A cancel or failure can leave the early writer's statement running in PostgreSQL: it is
     // ended with the table.
-    let _ = merge::drop_abandoned_staging(db, staging).await;
+    let _ = merge::drop_staging(db, staging).await;
     let partial = reporter.partial_results();
     match result {
         Ok(summary) => {
@@ -256,7 +256,7 @@ async fn pipeline(
     reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
     // An earlier attempt of this job died: what it left goes first, with its session if that
     // is still running a statement.
-    merge::drop_abandoned_staging(db, staging).await?;
+    merge::drop_staging(db, staging).await?;
     merge::create_staging(db, staging).await?;
     sqlx::query("DELETE FROM import_row_errors WHERE import_id = $1")
         .bind(job.import_id)

@@ -28,6 +28,9 @@ use crate::{
     staging::{BATCH_BYTES, Staged, StagingWriter},
 };
 
+/// A line number past every line of a file (and within PostgreSQL's `bigint`): the end of the
+/// last batch and of the last slice.
+const PAST_LAST_LINE: u64 = i64::MAX as u64;
 /// Bytes read before parsing to find the encoding, delimiter and header.
 const SNIFF_BYTES: usize = 1024 * 1024;
 
@@ -164,7 +167,7 @@ pub async fn load(
             let _ = parser.await;
             if let Some(writes) = early.as_mut().filter(|w| w.active()) {
                 if staged.unique {
-                    writes.write(written, u64::MAX >> 1);
+                    writes.write(written, PAST_LAST_LINE);
                 } else {
                     writes.abandon();
                 }
@@ -256,7 +259,7 @@ fn parse(
         }
     }
     let (rest, staged) = writer.finish();
-    if !rest.is_empty() && !send(Message::Batch { bytes: rest, last_line: u64::MAX >> 1, unique: staged.unique }) {
+    if !rest.is_empty() && !send(Message::Batch { bytes: rest, last_line: PAST_LAST_LINE, unique: staged.unique }) {
         return;
     }
     send(Message::Done { findings, staged, row_errors });

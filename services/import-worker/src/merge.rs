@@ -291,10 +291,7 @@ async fn try_merge(
             .execute(&mut *tx)
             .await?;
         }
-        if summary.new > 10_000 {
-            // Many new rows make the table's statistics stale for the next merge.
-            sqlx::query("ANALYZE vulnerabilities").execute(&mut *tx).await?;
-        }
+        refresh_statistics(&mut tx, summary.new).await?;
     }
 
     if cancel.is_cancelled() {
@@ -319,6 +316,15 @@ pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, spec: &Mer
     .bind(spec.scanner)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Many new findings make the table's statistics stale for the next merge: they are refreshed
+/// in the merge's transaction.
+pub(crate) async fn refresh_statistics(tx: &mut Transaction<'_, Postgres>, new: u64) -> sqlx::Result<()> {
+    if new > 10_000 {
+        sqlx::query("ANALYZE vulnerabilities").execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -377,19 +383,10 @@ pub(crate) fn write<'q>(
     sqlx::query(AssertSqlSafe(sql)).bind(spec.tenant).bind(spec.scanner).bind(spec.scan_date).bind(spec.import_id)
 }
 
-/// Drops the import's staging table (after the end of the import, or before a new attempt).
+/// Drops the import's staging table (after an attempt, or before a new one). A statement that
+/// a dead or abandoned attempt started (a long merge) runs on in PostgreSQL until it tries to
+/// answer, holding its locks: any session still holding the table is ended first.
 pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
-        .execute(db)
-        .await
-        .step("dropping the staging table")?;
-    Ok(())
-}
-
-/// Drops the staging table of an attempt whose worker died. A statement that dead worker started
-/// (a long merge) runs on in PostgreSQL until it tries to answer, holding its locks: that session
-/// is ended first.
-pub async fn drop_abandoned_staging(db: &PgPool, staging: &str) -> Result<()> {
     let ended = sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_locks
          WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()",
@@ -398,15 +395,19 @@ pub async fn drop_abandoned_staging(db: &PgPool, staging: &str) -> Result<()> {
     .execute(db)
     .await;
     if let Err(err) = ended {
-        tracing::warn!(staging, error = %err, "could not end the session of a dead attempt; dropping its staging table waits for it");
+        tracing::warn!(staging, error = %err, "could not end a session holding the staging table; dropping it waits for that session");
     }
-    drop_staging(db, staging).await
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
+        .execute(db)
+        .await
+        .step("dropping the staging table")?;
+    Ok(())
 }
 
-/// Creates an empty staging table for the import.
+/// Creates an empty staging table for the import (after [`drop_staging`] removed any earlier one).
 pub async fn create_staging(db: &PgPool, staging: &str) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP TABLE IF EXISTS {staging}; CREATE UNLOGGED TABLE {staging} (LIKE import_staging_template INCLUDING DEFAULTS)"
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE UNLOGGED TABLE {staging} (LIKE import_staging_template INCLUDING DEFAULTS)"
     )))
     .execute(db)
     .await

@@ -193,11 +193,7 @@ impl Reporter {
         let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
         self.event.eta_seconds = Some(round1(rows * (1.0 - fraction) / self.merge_rows_per_second + 0.2));
         self.advance(Phase::Processing, fraction, message.into());
-        if self.intermediate {
-            self.publish(false).await?;
-            self.last_sent = Some(Instant::now());
-        }
-        Ok(())
+        self.publish_intermediate().await
     }
 
     /// Progress of the findings still being written after an early-writing load: `written` of
@@ -214,6 +210,11 @@ impl Reporter {
         self.event.eta_seconds = Some(round1(left / rate + EARLY_COMMIT_SECS));
         let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
         self.advance(Phase::Processing, fraction, "Writing new findings".into());
+        self.publish_intermediate().await
+    }
+
+    /// Publishes a merge-phase event (each is a step of its own, so none is coalesced away).
+    async fn publish_intermediate(&mut self) -> Result<()> {
         if self.intermediate {
             self.publish(false).await?;
             self.last_sent = Some(Instant::now());

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use hexflow_tests::{
-    TestEnv, files,
+    GatewayHandle, TestEnv, WorkerHandle, files,
     realtime::RealtimeEnv,
     sio::{ClientEvent, ClientOptions, SioClient},
 };
@@ -19,6 +19,25 @@ fn scan_file(env: &TestEnv, name: &str, mib: u64) -> PathBuf {
     let path = env.dir().join(name);
     files::write_nessus_file(&path, mib * 1024 * 1024);
     path
+}
+
+/// Uploads a 60 MB scan, has one client at `url` join it, and only then starts a worker, so the
+/// client watches it load: returns the import, the client (seen loading) and the worker.
+async fn watched_import(
+    env: &TestEnv,
+    gateway: &GatewayHandle,
+    url: &str,
+    name: &str,
+) -> (Uuid, SioClient, WorkerHandle) {
+    let path = scan_file(env, name, 60);
+    let id = Uuid::now_v7();
+    let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
+    assert_eq!(status, 202, "{body}");
+    let mut client = SioClient::connected(&ClientOptions::at(url)).await;
+    assert_eq!(client.join(id).await["ok"], true);
+    let worker = env.worker().await;
+    client.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
+    (id, client, worker)
 }
 
 /// Every terminal event the client got for `id`, after waiting for a heartbeat that follows the
@@ -50,15 +69,7 @@ async fn a_client_cut_mid_import_reconnects_gets_the_snapshot_and_sees_the_termi
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;
     let realtime = env.realtime_with(|c| c.options.heartbeat_secs = 1).await;
-    let path = scan_file(&env, "cut.csv", 60);
-    let id = Uuid::now_v7();
-    let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
-    assert_eq!(status, 202, "{body}");
-    let mut client = SioClient::connected(&ClientOptions::at(&realtime.url)).await;
-    assert_eq!(client.join(id).await["ok"], true);
-    // The import starts once the client watches, so it sees the loading.
-    let _worker = env.worker().await;
-    client.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
+    let (id, mut client, _worker) = watched_import(&env, &gateway, &realtime.url, "cut.csv").await;
 
     let cut_at = client.events().len();
     client.send("drop").await;
@@ -114,15 +125,7 @@ async fn a_broker_restart_while_clients_watch_loses_no_terminal_event() {
     let mut env = TestEnv::start().await;
     let gateway = env.gateway().await;
     let realtime = env.realtime_with(|c| c.options.heartbeat_secs = 1).await;
-    let path = scan_file(&env, "restart.csv", 60);
-    let id = Uuid::now_v7();
-    let (status, body) = gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
-    assert_eq!(status, 202, "{body}");
-    let mut client = SioClient::connected(&ClientOptions::at(&realtime.url)).await;
-    assert_eq!(client.join(id).await["ok"], true);
-    // The import starts once the client watches, so it sees the loading.
-    let _worker = env.worker().await;
-    client.wait_for("progress-update", |d| d["phase"] == "loading", LONG).await;
+    let (id, client, _worker) = watched_import(&env, &gateway, &realtime.url, "restart.csv").await;
 
     env.nats_server.restart().expect("restarting nats-server");
 
