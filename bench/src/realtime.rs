@@ -169,7 +169,7 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
                     tenant: Some(tenant.clone()),
                     role: None,
                     exp: Some(shared::events::now_ms() / 1000 + 24 * 3600),
-                    nbf: None,
+                    ..Claims::default()
                 };
                 shared::auth::issue(secret, &claims)
             });
@@ -242,7 +242,7 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     let cpu_after = realtime_report::cpu_ticks(&watched);
     let cpu_secs = published.started.elapsed().as_secs_f64();
     gateway.check_alive()?;
-    let metrics = gateway_metrics(&http, gateway.port).await;
+    let metrics = gateway_metrics(&http, gateway.ops_port).await;
 
     // The records.
     let deadline = tokio::time::Instant::now() + DONE_LIMIT;

@@ -22,8 +22,10 @@ const STOP_LIMIT: Duration = Duration::from_secs(40);
 pub struct Service {
     name: String,
     child: Child,
-    /// The port of its HTTP (or ops) endpoints.
+    /// The port of its public endpoints (the worker has none: its ops port).
     pub port: u16,
+    /// The port of its ops endpoints (`/readyz`, `/metrics`).
+    pub ops_port: u16,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
 }
@@ -36,7 +38,7 @@ impl Service {
 
     /// Waits until `GET /readyz` answers 200, or fails if the process exits or time runs out.
     pub async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let url = format!("http://127.0.0.1:{}/readyz", self.ops_port);
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -149,7 +151,7 @@ impl Stack {
             }
         }
         let log = self.logs.join(format!("migrate-{database}.log"));
-        let mut cmd = self.command("migrate", &log)?;
+        let (mut cmd, _) = self.command("migrate", &log)?;
         cmd.env("DATABASE_URL", self.pg.url(database));
         let status = tokio::task::spawn_blocking(move || cmd.status()).await??;
         if !status.success() {
@@ -165,20 +167,18 @@ impl Stack {
         let db_url = self.pg.url(s.database);
         let gateway_port = free_port(None);
         let log = self.logs.join(format!("gateway-{}.log", s.label));
-        let mut cmd = self.command("upload-gateway", &log)?;
+        let (mut cmd, ops_port) = self.command("upload-gateway", &log)?;
         cmd.env("DATABASE_URL", &db_url).env("HEXFLOW_LISTEN", format!("127.0.0.1:{gateway_port}"));
         let child = cmd.spawn().context("starting hexflow upload-gateway")?;
-        self.gateway = Some(Service { name: "upload-gateway".into(), child, port: gateway_port, log });
+        self.gateway = Some(Service { name: "upload-gateway".into(), child, port: gateway_port, ops_port, log });
 
-        let worker_port = free_port(None);
         let log = self.logs.join(format!("worker-{}.log", s.label));
-        let mut cmd = self.command("import-worker", &log)?;
+        let (mut cmd, ops_port) = self.command("import-worker", &log)?;
         cmd.env("DATABASE_URL", &db_url)
-            .env("HEXFLOW_WORKER_LISTEN", format!("127.0.0.1:{worker_port}"))
             .env("HEXFLOW_WORKER_CONCURRENCY", "1")
             .env("HEXFLOW_PROGRESS_EVENTS", s.progress_events.to_string());
         let child = cmd.spawn().context("starting hexflow import-worker")?;
-        self.worker = Some(Service { name: "import-worker".into(), child, port: worker_port, log });
+        self.worker = Some(Service { name: "import-worker".into(), child, port: ops_port, ops_port, log });
 
         for service in [&mut self.gateway, &mut self.worker].into_iter().flatten() {
             service.wait_ready(http).await?;
@@ -202,18 +202,18 @@ impl Stack {
     ) -> anyhow::Result<Service> {
         let port = free_port(None);
         let log = self.logs.join(format!("realtime-gateway-{label}.log"));
-        let mut cmd = self.command("realtime-gateway", &log)?;
+        let (mut cmd, ops_port) = self.command("realtime-gateway", &log)?;
         cmd.env("DATABASE_URL", self.pg.url(database)).env("HEXFLOW_REALTIME_LISTEN", format!("127.0.0.1:{port}"));
         for (name, value) in env {
             cmd.env(name, value);
         }
         let child = cmd.spawn().context("starting hexflow realtime-gateway")?;
-        Ok(Service { name: "realtime-gateway".into(), child, port, log })
+        Ok(Service { name: "realtime-gateway".into(), child, port, ops_port, log })
     }
 
-    /// `hexflow <subcommand>` with NATS set, output appended to `log`, and no stray settings
-    /// inherited from the caller's environment.
-    fn command(&self, subcommand: &str, log: &Path) -> anyhow::Result<Command> {
+    /// `hexflow <subcommand>` with NATS set, its ops endpoints on a free port (returned), output
+    /// appended to `log`, and no stray settings inherited from the caller's environment.
+    fn command(&self, subcommand: &str, log: &Path) -> anyhow::Result<(Command, u16)> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -226,7 +226,8 @@ impl Stack {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("NATS_URL", &self.nats.url);
-        Ok(cmd)
+        let ops_port = free_port(None);
+        cmd.env("NATS_URL", &self.nats.url).env("HEXFLOW_OPS_LISTEN", format!("127.0.0.1:{ops_port}"));
+        Ok((cmd, ops_port))
     }
 }

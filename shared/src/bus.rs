@@ -30,6 +30,12 @@ pub enum BusError {
         /// The underlying error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A setting cannot be used as given (names the variable and what was expected).
+    #[error("{0}")]
+    Config(String),
+    /// A stream or consumer differs from the configuration in a way that cannot be changed in place.
+    #[error("{0}")]
+    Mismatch(String),
     /// A stored message did not hold what it should.
     #[error("{step}: malformed message: {source}")]
     Malformed {
@@ -45,6 +51,45 @@ fn failed<E: std::error::Error + Send + Sync + 'static>(step: &'static str) -> i
     move |source| BusError::Nats { step, source: Box::new(source) }
 }
 
+/// Fails with a message naming `variable` when `path` cannot be read.
+fn readable(path: &std::path::Path, variable: &str) -> Result<(), BusError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| BusError::Config(format!("{variable}: cannot read {}: {e}", path.display())))
+}
+
+/// What differs between a stream's settings and the wanted ones, as `field current → wanted`:
+/// with `fixed`, the settings a server cannot change in place; otherwise the ones it can.
+fn stream_differences(current: &stream::Config, wanted: &stream::Config, fixed: bool) -> Vec<String> {
+    fn differ<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, field: &str, current: &T, wanted: &T) {
+        if current != wanted {
+            out.push(format!("{field} {current:?} (configured: {wanted:?})"));
+        }
+    }
+    let mut out = Vec::new();
+    if fixed {
+        differ(&mut out, "retention", &current.retention, &wanted.retention);
+        differ(&mut out, "storage", &current.storage, &wanted.storage);
+    } else {
+        differ(&mut out, "replicas", &current.num_replicas, &wanted.num_replicas);
+        differ(&mut out, "subjects", &current.subjects, &wanted.subjects);
+        differ(&mut out, "max_age", &current.max_age, &wanted.max_age);
+        differ(
+            &mut out,
+            "max_messages_per_subject",
+            &current.max_messages_per_subject,
+            &wanted.max_messages_per_subject,
+        );
+        if !wanted.duplicate_window.is_zero() {
+            // Zero asks for the server's default, which the server then reports.
+            differ(&mut out, "duplicate_window", &current.duplicate_window, &wanted.duplicate_window);
+        }
+        differ(&mut out, "discard", &current.discard, &wanted.discard);
+        differ(&mut out, "allow_direct", &current.allow_direct, &wanted.allow_direct);
+    }
+    out
+}
+
 /// A NATS connection with its JetStream context.
 #[derive(Clone, Debug)]
 pub struct Nats {
@@ -58,8 +103,8 @@ impl Nats {
     /// Connects, retrying in the background until the server answers; reconnects are logged.
     /// `name` is the client name the server shows (`hexflow-upload-gateway`, ...).
     pub async fn connect(config: &NatsConfig, name: &str) -> Result<Nats, BusError> {
-        let url = config.url().to_owned();
-        let client = async_nats::ConnectOptions::new()
+        let servers = config.servers().map_err(|e| BusError::Config(format!("NATS_URL: {e}")))?;
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
@@ -71,10 +116,28 @@ impl Nats {
                     async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting with backoff"),
                     other => tracing::warn!(event = %other, "nats event"),
                 }
-            })
-            .connect(url.as_str())
-            .await
-            .map_err(failed("connecting to NATS"))?;
+            });
+        if let Some(creds) = &config.creds {
+            options = options.credentials_file(creds).await.map_err(|e| {
+                BusError::Config(format!("NATS_CREDS: cannot read credentials file {}: {e}", creds.display()))
+            })?;
+        }
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.expose().to_owned());
+        }
+        if let Some(ca) = &config.ca {
+            readable(ca, "NATS_CA")?;
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+            readable(cert, "NATS_CERT")?;
+            readable(key, "NATS_KEY")?;
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        }
+        let client = options.connect(servers).await.map_err(failed("connecting to NATS"))?;
         let js = jetstream::new(client.clone());
         Ok(Nats { client, js })
     }
@@ -122,23 +185,63 @@ impl Nats {
             },
         ];
         for config in streams {
-            self.js.get_or_create_stream(config).await.map_err(failed("creating JetStream stream"))?;
+            self.reconcile_stream(config).await?;
         }
-        if self.js.get_object_store(names::UPLOADS_BUCKET).await.is_err() {
-            self.js
-                .create_object_store(object_store::Config {
-                    bucket: names::UPLOADS_BUCKET.into(),
-                    description: Some("hexflow uploaded scan files".into()),
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(failed("creating uploads bucket"))?;
+        match self.js.get_object_store(names::UPLOADS_BUCKET).await {
+            Ok(_) => {
+                let name = format!("OBJ_{}", names::UPLOADS_BUCKET);
+                let mut stream = self.js.get_stream(&name).await.map_err(failed("opening uploads bucket"))?;
+                let mut wanted = stream.info().await.map_err(failed("reading uploads bucket"))?.config.clone();
+                wanted.num_replicas = replicas;
+                self.reconcile_stream(wanted).await?;
+            }
+            Err(_) => {
+                self.js
+                    .create_object_store(object_store::Config {
+                        bucket: names::UPLOADS_BUCKET.into(),
+                        description: Some("hexflow uploaded scan files".into()),
+                        storage: StorageType::File,
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(failed("creating uploads bucket"))?;
+            }
         }
         Ok(())
     }
 
+    /// Creates the stream, or brings an existing one to `wanted` (replicas, limits, subjects).
+    /// Fails with a message naming what differs when the server cannot change it in place.
+    async fn reconcile_stream(&self, wanted: stream::Config) -> Result<(), BusError> {
+        let mut stream =
+            self.js.get_or_create_stream(wanted.clone()).await.map_err(failed("creating JetStream stream"))?;
+        let current = stream.info().await.map_err(failed("reading JetStream stream"))?.config.clone();
+        let fixed = stream_differences(&current, &wanted, true);
+        if !fixed.is_empty() {
+            return Err(BusError::Mismatch(format!(
+                "stream {} has {}, which cannot be changed in place; it holds only transient state: delete it \
+                 (nats stream rm {}) while no import runs, and start again",
+                wanted.name,
+                fixed.join(", "),
+                wanted.name
+            )));
+        }
+        let changes = stream_differences(&current, &wanted, false);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(stream = %wanted.name, changes = %changes.join(", "), "updating stream to match the configuration");
+        self.js.update_stream(&wanted).await.map_err(|e| {
+            BusError::Mismatch(format!(
+                "stream {} has {}; the server refused to change it ({e}); fix the configuration \
+                 (HEXFLOW_NATS_REPLICAS must not exceed the cluster's JetStream nodes) or change the stream by hand",
+                wanted.name,
+                changes.join(", ")
+            ))
+        })?;
+        Ok(())
+    }
     /// The uploads bucket.
     pub async fn uploads(&self) -> Result<ObjectStore, BusError> {
         self.js.get_object_store(names::UPLOADS_BUCKET).await.map_err(failed("opening uploads bucket"))

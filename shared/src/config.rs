@@ -3,10 +3,10 @@
 //! Each service flattens these into its own clap `Config`, so `--help` lists every variable and a
 //! bad value stops start-up with a message that names the variable.
 
-use std::fmt;
+use std::{fmt, path::PathBuf};
 
 /// A string that must not show up in logs (`Debug` and `Display` print `***`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
 
 impl Secret {
@@ -34,28 +34,89 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default database when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hexflow";
 
-/// How to reach NATS and how to provision JetStream.
-#[derive(clap::Args, Debug, Clone)]
+/// How to reach NATS (one server or a cluster, with TLS and credentials) and how to provision
+/// JetStream. The variable names are those of the `nats` command-line tool.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct NatsConfig {
-    /// NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222].
-    #[arg(id = "nats_url", long = "nats-url", env = "NATS_URL", value_name = "NATS_URL")]
+    /// NATS server URL(s), comma-separated: the seed nodes of a cluster [default: nats://127.0.0.1:4222].
+    /// `tls://` requires TLS.
+    #[arg(id = "nats_url", long = "nats-url", env = "NATS_URL", value_name = "NATS_URL", value_parser = parse_nats_urls)]
     pub url: Option<String>,
     /// Replicas of every stream and bucket: 1 for one server, 3 in a cluster.
     #[arg(long = "nats-replicas", env = "HEXFLOW_NATS_REPLICAS", value_name = "HEXFLOW_NATS_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
+    /// Credentials file (JWT and NKey seed) for NATS.
+    #[arg(id = "nats_creds", long = "nats-creds", env = "NATS_CREDS", value_name = "NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// User name for NATS (with NATS_PASSWORD).
+    #[arg(
+        id = "nats_user",
+        long = "nats-user",
+        env = "NATS_USER",
+        value_name = "NATS_USER",
+        requires = "nats_password"
+    )]
+    pub user: Option<String>,
+    /// Password for NATS (with NATS_USER).
+    #[arg(
+        id = "nats_password",
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        value_name = "NATS_PASSWORD",
+        requires = "nats_user"
+    )]
+    pub password: Option<Secret>,
+    /// Token for NATS.
+    #[arg(id = "nats_token", long = "nats-token", env = "NATS_TOKEN", value_name = "NATS_TOKEN")]
+    pub token: Option<Secret>,
+    /// CA certificate (PEM) that signed the NATS servers' certificates, when not a public one.
+    #[arg(id = "nats_ca", long = "nats-ca", env = "NATS_CA", value_name = "NATS_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with NATS_KEY).
+    #[arg(id = "nats_cert", long = "nats-cert", env = "NATS_CERT", value_name = "NATS_CERT", requires = "nats_key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate (with NATS_CERT).
+    #[arg(id = "nats_key", long = "nats-key", env = "NATS_KEY", value_name = "NATS_KEY", requires = "nats_cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl NatsConfig {
-    /// A config pointing at `url` with one replica.
+    /// A config pointing at `url` with one replica and no credentials.
     pub fn at(url: impl Into<String>) -> Self {
-        NatsConfig { url: Some(url.into()), replicas: 1 }
+        NatsConfig { url: Some(url.into()), replicas: 1, ..Default::default() }
     }
 
-    /// The URL to connect to.
+    /// The URL list as configured.
     pub fn url(&self) -> &str {
         self.url.as_deref().unwrap_or(DEFAULT_NATS_URL)
     }
+
+    /// The servers to connect to, one per comma-separated URL.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, String> {
+        server_addrs(self.url())
+    }
+}
+
+/// Checks a `NATS_URL` value (one URL or several, comma-separated) and keeps it as given.
+fn parse_nats_urls(raw: &str) -> Result<String, String> {
+    server_addrs(raw).map(|_| raw.to_owned())
+}
+
+/// Splits a comma-separated URL list (spaces allowed) into server addresses.
+fn server_addrs(raw: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let parts: Vec<&str> = raw.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return Err("no server URL given; expected nats://host:port, several separated by commas".into());
+    }
+    parts
+        .into_iter()
+        .map(|part| {
+            part.parse::<async_nats::ServerAddr>().map_err(|e| {
+                format!("{part:?} is not a NATS server URL ({e}); expected nats://host:port or tls://host:port, several separated by commas")
+            })
+        })
+        .collect()
 }
 
 /// How to reach PostgreSQL.
@@ -91,6 +152,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// How spans travel to the OTLP collector.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Accepts an `http://` or `https://` collector URL.
+fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    if raw.starts_with("http://") || raw.starts_with("https://") {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("{raw:?} is not a collector URL; expected http://host:port or https://host:port"))
+    }
+}
+
 /// Logging and tracing.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TelemetryConfig {
@@ -100,9 +180,15 @@ pub struct TelemetryConfig {
     /// Log format.
     #[arg(long = "log-format", env = "HEXFLOW_LOG_FORMAT", value_name = "HEXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub format: LogFormat,
-    /// OTLP/gRPC collector that receives the spans (e.g. http://otel-collector:4317); unset: no export.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    /// OTLP collector that receives the spans (http:// or https://, e.g. http://otel-collector:4317
+    /// for gRPC, :4318 for HTTP); unset: no export.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_ENDPOINT",
+          value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
+    /// OTLP transport: `grpc` or `http/protobuf`.
+    #[arg(long = "otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "OTEL_EXPORTER_OTLP_PROTOCOL",
+          value_enum, default_value_t = OtlpProtocol::Grpc)]
+    pub otlp_protocol: OtlpProtocol,
     /// Service name on exported spans [default: the service's own].
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
@@ -110,6 +196,12 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { filter: None, format: LogFormat::Human, otlp_endpoint: None, service_name: None }
+        TelemetryConfig {
+            filter: None,
+            format: LogFormat::Human,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Grpc,
+            service_name: None,
+        }
     }
 }

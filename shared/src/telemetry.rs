@@ -10,7 +10,7 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-use crate::config::{LogFormat, TelemetryConfig};
+use crate::config::{LogFormat, OtlpProtocol, TelemetryConfig};
 
 /// The span exporter, kept to flush it at shutdown.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -38,7 +38,7 @@ pub fn init_service(config: &TelemetryConfig, service: &str, default_filter: &st
     };
     let otel_layer = config.otlp_endpoint.as_deref().and_then(|endpoint| {
         let name = config.service_name.as_deref().unwrap_or(service);
-        match otlp_provider(endpoint, name) {
+        match otlp_provider(endpoint, config.otlp_protocol, name) {
             Ok(provider) => {
                 opentelemetry::global::set_text_map_propagator(
                     opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -60,9 +60,29 @@ pub fn init_service(config: &TelemetryConfig, service: &str, default_filter: &st
     drop(result);
 }
 
-fn otlp_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    use opentelemetry_otlp::WithExportConfig;
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
+fn otlp_provider(
+    endpoint: &str,
+    protocol: OtlpProtocol,
+    service: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => {
+            let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+            if endpoint.starts_with("https://") {
+                // The system's trust store (plus SSL_CERT_FILE), as for every other TLS client here.
+                let tls = opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_native_roots();
+                builder.with_tls_config(tls).build()?
+            } else {
+                builder.build()?
+            }
+        }
+        OtlpProtocol::HttpProtobuf => {
+            // OTLP/HTTP posts to `<endpoint>/v1/traces`, as every SDK does with this variable.
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(url).build()?
+        }
+    };
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(service.to_owned()).build())

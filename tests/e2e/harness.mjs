@@ -18,8 +18,8 @@ export const artifacts = path.join(root, 'tests/e2e/artifacts');
 fs.mkdirSync(artifacts, { recursive: true });
 
 function hexflowBinary() {
-  if (process.env.HEXFLOW_BIN) return process.env.HEXFLOW_BIN;
-  const target = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+  if (process.env.HEXFLOW_BIN) return path.resolve(root, process.env.HEXFLOW_BIN);
+  const target = path.resolve(root, process.env.CARGO_TARGET_DIR || 'target');
   return path.join(target, 'debug', 'hexflow');
 }
 
@@ -56,15 +56,17 @@ export async function startStack(name, extraEnv = {}) {
   // As root, hexflow runs PostgreSQL as the postgres user, which must be able to enter it.
   fs.chmodSync(dir, 0o755);
   const port = await freePort();
+  const opsPort = await freePort();
   const log = path.join(artifacts, `${name}.log`);
   const out = fs.openSync(log, 'w');
-  const env = { ...process.env, ...extraEnv, HEXFLOW_LISTEN: `127.0.0.1:${port}`, HEXFLOW_DATA_DIR: dir, HEXFLOW_WEB_DIR: path.join(root, 'web'), HEXFLOW_LOG: 'info' };
-  delete env.NATS_URL; delete env.DATABASE_URL; delete env.RUST_LOG;
-  const child = spawn(hexflowBinary(), ['dev'], { env, stdio: ['ignore', out, out], cwd: root });
+  const env = { ...process.env, ...extraEnv, HEXFLOW_LISTEN: `127.0.0.1:${port}`, HEXFLOW_OPS_LISTEN: `127.0.0.1:${opsPort}`, HEXFLOW_DATA_DIR: dir, HEXFLOW_LOG: 'info' };
+  delete env.NATS_URL; delete env.DATABASE_URL; delete env.RUST_LOG; delete env.HEXFLOW_WEB_DIR;
+  // Started outside the repository: the page comes from the binary itself.
+  const child = spawn(hexflowBinary(), ['dev'], { env, stdio: ['ignore', out, out], cwd: dir });
   const url = `http://127.0.0.1:${port}`;
   await until(async () => {
     if (child.exitCode != null) throw new Error(`hexflow dev exited; see ${log}`);
-    const r = await fetch(`${url}/readyz`).catch(() => null);
+    const r = await fetch(`http://127.0.0.1:${opsPort}/readyz`).catch(() => null);
     return r?.ok;
   }, 60000, `hexflow dev at ${url} (log ${log})`);
   return {

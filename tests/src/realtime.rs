@@ -25,7 +25,7 @@ pub fn token(user: &str, tenant: &str, admin: bool) -> String {
         tenant: Some(tenant.into()),
         role: admin.then(|| "admin".into()),
         exp: Some(now_ms() / 1000 + 3600),
-        nbf: None,
+        ..Claims::default()
     };
     issue(TEST_SECRET, &claims)
 }
@@ -64,17 +64,17 @@ impl RealtimeEnv for TestEnv {
         let mut config = realtime_gateway::Config::local(self.nats_config.clone(), self.db_config.clone());
         adjust(&mut config);
         let gateway = realtime_gateway::Gateway::build(config).await.expect("building the realtime gateway");
-        let addr = gateway.local_addr();
+        let (addr, ops_addr) = (gateway.local_addr(), gateway.ops_addr());
         let stop = CancellationToken::new();
         let signal = stop.clone();
         tokio::spawn(gateway.run_until_stopped(async move { signal.cancelled().await }));
-        let handle = RealtimeHandle { url: format!("http://{addr}"), stop };
-        wait_ready(&handle.url, Duration::from_secs(30), || None).await;
+        let handle = RealtimeHandle { url: format!("http://{addr}"), ops_url: format!("http://{ops_addr}"), stop };
+        wait_ready(&handle.ops_url, Duration::from_secs(30), || None).await;
         handle
     }
 
     async fn hexflow_process(&self, subcommand: &str, listen_var: &str, env: &[(&str, &str)]) -> ChildGuard {
-        let mut process = self.service_process(subcommand, listen_var, env);
+        let mut process = self.service_process(subcommand, Some(listen_var), env);
         process.wait_ready(Duration::from_secs(60)).await;
         process
     }
@@ -166,6 +166,8 @@ pub async fn get_as(url: &str, token: Option<&str>) -> (StatusCode, Value) {
 pub struct RealtimeHandle {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// `http://` and the address of its ops endpoints.
+    pub ops_url: String,
     stop: CancellationToken,
 }
 

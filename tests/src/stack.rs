@@ -110,11 +110,11 @@ impl TestEnv {
         let mut config = upload_gateway::Config::local(self.nats_config.clone(), self.db_config.clone());
         adjust(&mut config);
         let gateway = upload_gateway::Gateway::build(config).await.expect("building the gateway");
-        let addr = gateway.local_addr();
+        let (addr, ops_addr) = (gateway.local_addr(), gateway.ops_addr());
         let stop = CancellationToken::new();
         let signal = stop.clone();
         tokio::spawn(gateway.run_until_stopped(async move { signal.cancelled().await }));
-        GatewayHandle::new(addr, Some(stop))
+        GatewayHandle::new(addr, ops_addr, Some(stop))
     }
 
     /// An import worker in this process.
@@ -137,29 +137,37 @@ impl TestEnv {
 
     /// `hexflow import-worker` as a child process (killed when the guard drops).
     pub fn worker_process(&self, env: &[(&str, &str)]) -> ChildGuard {
-        self.service_process("import-worker", "HEXFLOW_WORKER_LISTEN", env)
+        self.service_process("import-worker", None, env)
     }
 
     /// `hexflow upload-gateway` as a child process.
     pub fn gateway_process(&self, env: &[(&str, &str)]) -> ChildGuard {
-        self.service_process("upload-gateway", "HEXFLOW_LISTEN", env)
+        self.service_process("upload-gateway", Some("HEXFLOW_LISTEN"), env)
     }
 
-    /// `hexflow <service>` as a child process listening on a free port set through `listen_var`.
-    pub fn service_process(&self, service: &str, listen_var: &str, env: &[(&str, &str)]) -> ChildGuard {
-        let port = free_port(None);
+    /// `hexflow <service>` as a child process: its public port (set through `listen_var`, for
+    /// services that have one) and its ops port are free ones.
+    pub fn service_process(&self, service: &str, listen_var: Option<&str>, env: &[(&str, &str)]) -> ChildGuard {
+        let ops_port = free_port(None);
+        let port = listen_var.map_or(ops_port, |_| free_port(None));
         let mut cmd = self.service_command(service);
-        cmd.env(listen_var, format!("127.0.0.1:{port}"));
+        if let Some(var) = listen_var {
+            cmd.env(var, format!("127.0.0.1:{port}"));
+        }
+        cmd.env("HEXFLOW_OPS_LISTEN", format!("127.0.0.1:{ops_port}"));
         cmd.envs(env.iter().copied());
         ChildGuard::spawn(
             cmd,
             SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from(([127, 0, 0, 1], ops_port)),
             &self.dir.join(format!("{service}-{port}.log")),
         )
     }
 
     fn service_command(&self, service: &str) -> Command {
         let mut cmd = Command::new(hexflow_binary());
+        // Started outside the repository, as operators do: nothing may depend on the working directory.
+        cmd.current_dir(&self.dir);
         cmd.arg(service)
             .env("NATS_URL", self.nats_config.url())
             .env("DATABASE_URL", self.db_config.url())
@@ -298,14 +306,29 @@ pub struct GatewayHandle {
     pub addr: SocketAddr,
     /// `http://addr`.
     pub base: String,
+    /// `http://` and the address of its ops endpoints.
+    pub ops_base: String,
     http: reqwest::Client,
     stop: Option<CancellationToken>,
 }
 
 impl GatewayHandle {
-    /// A client for a gateway at `addr` (in-process when `stop` is given).
-    pub fn new(addr: SocketAddr, stop: Option<CancellationToken>) -> Self {
-        GatewayHandle { addr, base: format!("http://{addr}"), http: reqwest::Client::new(), stop }
+    /// A client for a gateway at `addr` with ops at `ops_addr` (in-process when `stop` is given).
+    pub fn new(addr: SocketAddr, ops_addr: SocketAddr, stop: Option<CancellationToken>) -> Self {
+        GatewayHandle {
+            addr,
+            base: format!("http://{addr}"),
+            ops_base: format!("http://{ops_addr}"),
+            http: reqwest::Client::new(),
+            stop,
+        }
+    }
+
+    /// GET an ops endpoint (`/healthz`, `/readyz`); status and JSON body.
+    pub async fn ops_get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(format!("{}{path}", self.ops_base)).send().await.expect("GET");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Uploads `bytes` as `filename` with extra form fields; returns status and JSON body.
@@ -394,25 +417,27 @@ impl Drop for WorkerHandle {
 /// A service child process; killed when dropped.
 pub struct ChildGuard {
     child: Child,
-    /// Its HTTP address (API for the gateway, ops for the worker).
+    /// Its public address (the ops address for the worker, which has no other).
     pub addr: SocketAddr,
+    /// Its ops endpoints' address.
+    pub ops_addr: SocketAddr,
     /// Its log file.
     pub log: PathBuf,
 }
 
 impl ChildGuard {
-    fn spawn(mut cmd: Command, addr: SocketAddr, log: &Path) -> ChildGuard {
+    fn spawn(mut cmd: Command, addr: SocketAddr, ops_addr: SocketAddr, log: &Path) -> ChildGuard {
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let out = std::fs::File::create(log).unwrap();
         let child =
             cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out).spawn().expect("spawning hexflow");
-        ChildGuard { child, addr, log: log.to_owned() }
+        ChildGuard { child, addr, ops_addr, log: log.to_owned() }
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200 on the ops port.
     pub async fn wait_ready(&mut self, limit: Duration) {
         let started = Instant::now();
-        let url = format!("http://{}/readyz", self.addr);
+        let url = format!("{}/readyz", self.ops_url());
         while started.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -431,6 +456,11 @@ impl ChildGuard {
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://` and the ops address.
+    pub fn ops_url(&self) -> String {
+        format!("http://{}", self.ops_addr)
     }
 
     /// Its log so far.

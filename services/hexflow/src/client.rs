@@ -2,7 +2,7 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -26,8 +26,11 @@ pub struct ImportArgs {
     #[arg(long, env = "HEXFLOW_SERVER", default_value = "http://127.0.0.1:8989")]
     pub server: String,
     /// Bearer token, when the server requires one.
-    #[arg(long, env = "HEXFLOW_TOKEN")]
+    #[arg(long, env = "HEXFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate(s) (PEM) to trust besides the system's, for a server behind a private CA.
+    #[arg(long = "ca-cert", env = "HEXFLOW_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Bytes read from the file per body chunk (the default 4 KiB costs a write per 4 KiB).
@@ -36,7 +39,7 @@ const UPLOAD_READ_BYTES: usize = 256 * 1024;
 /// Uploads the file, draws progress until the import ends, prints the summary. Returns the
 /// process exit code: 0 completed, 1 error, 2 cancelled.
 pub async fn run(args: ImportArgs) -> anyhow::Result<i32> {
-    let client = reqwest::Client::new();
+    let client = http_client(args.ca_cert.as_deref())?;
     let server = args.server.trim_end_matches('/').to_owned();
     let file = tokio::fs::File::open(&args.file).await.with_context(|| format!("opening {}", args.file.display()))?;
     let size = file.metadata().await?.len();
@@ -59,7 +62,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<i32> {
         .multipart(form)
         .send()
         .await
-        .with_context(|| format!("connecting to {server}"))?;
+        .map_err(|err| connect_error(err, &server))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -103,6 +106,57 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// The HTTP client: the system trust store (and `SSL_CERT_FILE`), plus the certificates of
+/// `ca_cert` when given.
+fn http_client(ca_cert: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = ca_cert {
+        for cert in read_ca_certs(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().with_context(|| match ca_cert {
+        Some(path) => format!("setting up HTTPS with the CA certificates of {}", path.display()),
+        None => "setting up the HTTP client".to_owned(),
+    })
+}
+
+/// Every certificate of a PEM file (a CA bundle may hold several).
+fn read_ca_certs(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading the CA certificate file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("{}: a certificate in it is not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no PEM certificate in it (expected -----BEGIN CERTIFICATE----- blocks)", path.display());
+    }
+    Ok(certs)
+}
+
+/// Says what failed on the first request; a TLS failure names the server and the way out.
+fn connect_error(err: reqwest::Error, server: &str) -> anyhow::Error {
+    if server.starts_with("https://") && is_tls_failure(&err) {
+        let cause = std::iter::successors(std::error::Error::source(&err), |e| e.source())
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        return anyhow::anyhow!(
+            "TLS connection to {server} failed: {cause}\n\
+             If the server's certificate comes from a private CA, pass that CA with --ca-cert FILE \
+             (or HEXFLOW_CA_CERT)"
+        );
+    }
+    anyhow::Error::new(err).context(format!("connecting to {server}"))
+}
+
+/// rustls' errors are not reachable through reqwest's types, so their text decides.
+fn is_tls_failure(err: &reqwest::Error) -> bool {
+    err.is_connect()
+        && std::iter::successors(std::error::Error::source(err), |e| e.source()).any(|e| {
+            let text = e.to_string().to_ascii_lowercase();
+            ["certificate", "tls", "handshake", "alert"].iter().any(|word| text.contains(word))
+        })
 }
 
 fn with_token(request: reqwest::RequestBuilder, token: &Option<String>) -> reqwest::RequestBuilder {
@@ -179,10 +233,77 @@ fn report(e: &ProgressEvent) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Two self-signed CA certificates (P-256, valid until 2126), as a CA bundle holds them.
+    const BUNDLE: &str = "\
+# a comment, as bundles have
+-----BEGIN CERTIFICATE-----
+MIIBjjCCATWgAwIBAgIUBP+lGFmDuhd8FGLVyK+G7UMdmeQwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRaGV4ZmxvdyB0ZXN0IENBIGEwIBcNMjYxMTMwMDAwNDU1WhgP
+MjEyNjExMDYwMDA0NTVaMBwxGjAYBgNVBAMMEWhleGZsb3cgdGVzdCBDQSBhMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEpxwpM8CqjYCRyIrS0fCOb9E4zqRdzLMj
+Oc64c6doaZP6mPimLM+fMkNXXvwZRc9uqi6BBO1LJAYWQOQu/PrqC6NTMFEwHQYD
+VR0OBBYEFLt4ttUH0NX5PLLdKc9OpkNVDilZMB8GA1UdIwQYMBaAFLt4ttUH0NX5
+PLLdKc9OpkNVDilZMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIg
+XgZslXMIA6nhyvKKOFf6lmQPgSctjRE3Ublmws3L5bsCICf2vAj/8F6kK+iQ8kxR
+8DtnEpSOGooi00rcQg1ntEh2
+-----END CERTIFICATE-----
+-----BEGIN CERTIFICATE-----
+MIIBjjCCATWgAwIBAgIUO8Sdi5ZraT9hVVspTSKhfT+e848wCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRaGV4ZmxvdyB0ZXN0IENBIGIwIBcNMjYxMTMwMDAwNDU1WhgP
+MjEyNjExMDYwMDA0NTVaMBwxGjAYBgNVBAMMEWhleGZsb3cgdGVzdCBDQSBiMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEBUS6LKefIZNgaWOsfzorr/uVyQNHwSeE
+6JsLK2tctkPpwrrmyrKLYl6Vuvn2jK0cQDYbXjYlyZCM2GbPjDY3HKNTMFEwHQYD
+VR0OBBYEFOfjOMBrbsVj1MS/a5pwYNzg1IwVMB8GA1UdIwQYMBaAFOfjOMBrbsVj
+1MS/a5pwYNzg1IwVMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIg
+ETb7GFzCh71eNDEQHuI9vKY3tYKiwuQyZx2ZDVd8kwMCIB6Kb68Kivat7T8CH5QM
+uix1q7gc/2l8FME5WjJrat8B
+-----END CERTIFICATE-----
+";
+
+    /// `contents` in a file of its own, removed when the guard drops.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn with(contents: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!("hexflow-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[test]
     fn eta_is_formatted_like_the_page() {
         assert_eq!(super::format_eta(45), "45s");
         assert_eq!(super::format_eta(90), "1m 30s");
         assert_eq!(super::format_eta(3665), "61m 5s");
+    }
+
+    #[test]
+    fn every_certificate_of_a_ca_bundle_is_trusted() {
+        let bundle = TempFile::with(BUNDLE);
+
+        assert_eq!(read_ca_certs(&bundle.0).unwrap().len(), 2);
+        http_client(Some(&bundle.0)).expect("a client trusting both");
+    }
+
+    #[test]
+    fn a_missing_or_non_pem_ca_file_is_refused_naming_the_file() {
+        let missing = std::env::temp_dir().join("hexflow-no-such-ca.pem");
+        let key = TempFile::with("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n");
+        let der = TempFile::with("0\u{82}\u{1}\u{8e}0\u{82}");
+
+        for path in [&missing, &key.0, &der.0] {
+            let refused = format!("{:#}", http_client(Some(path)).unwrap_err());
+            assert!(refused.contains(&path.display().to_string()), "{refused}");
+        }
+        assert!(format!("{:#}", read_ca_certs(&key.0).unwrap_err()).contains("no PEM certificate"));
     }
 }

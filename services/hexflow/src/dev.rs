@@ -8,7 +8,6 @@ use axum::serve::ListenerExt;
 use shared::{
     config::{DbConfig, NatsConfig},
     metrics::Metrics,
-    ops,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -122,18 +121,16 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     }
     let realtime =
         realtime_gateway::Realtime::start(realtime_options, &gateway_config.auth, nats.clone(), db.clone(), &metrics);
-    let mut ops = ops::Ops { service: "hexflow-dev", ..upload_gateway::ops(&nats, &db, &metrics) };
-    ops.checks.push(realtime.check());
-    let app = realtime.mount(
-        upload_gateway::api_router(Arc::new(gateway_config.clone()), nats, db, &metrics).merge(ops::router(ops)),
-    );
-    if gateway_config.auth.secret.is_none() {
-        tracing::warn!(
-            "AUTHENTICATION IS OFF: every caller is the anonymous user of tenant \"default\" (development mode; set HEXFLOW_AUTH_SECRET for multi-user)"
-        );
-    }
-    tracing::info!(url = %format!("http://{addr}"), nats = infra.nats.url(), "hexflow dev is up (HTTP API and Socket.IO)");
+    let ops_listener = gateway_config.ops.bind(upload_gateway::config::DEFAULT_OPS_LISTEN).await?;
+    let ops_addr = ops_listener.local_addr()?;
+    let (consumer, consumer_check) = realtime.check();
+    let ops =
+        upload_gateway::ops("hexflow-dev", &gateway_config, &nats, &db, &metrics).with_check(consumer, consumer_check);
+    ops.spawn(ops_listener);
+    let app = realtime.mount(upload_gateway::api_router(Arc::new(gateway_config.clone()), nats, db, &metrics));
+    tracing::info!(url = %format!("http://{addr}"), ops = %format!("http://{ops_addr}"), nats = infra.nats.url(), "hexflow dev is up (HTTP API, page and Socket.IO)");
     println!("hexflow dev listening on http://{addr}");
+    println!("ops endpoints on http://{ops_addr} (/healthz /readyz /metrics)");
 
     let stop = CancellationToken::new();
     let worker_task = {
@@ -148,6 +145,7 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
     });
     crate::shutdown_signal().await;
     tracing::info!("stopping");
+    ops.mark_stopping();
     stop.cancel();
     // Sockets are disconnected (not left hanging) so browsers reconnect when the stack is back.
     realtime.close().await;

@@ -1,12 +1,33 @@
 //! Infrastructure `hexflow dev` (and the test suite) start as child processes when none is
 //! configured: `nats-server -js` and a PostgreSQL cluster of their own. Each is stopped when its
-//! handle is dropped.
+//! handle is dropped, and by the kernel when hexflow dies without dropping it (even by SIGKILL).
+//!
+//! # How children are tied to hexflow
+//!
+//! Every child runs under util-linux `setpriv --pdeathsig`, so the kernel sends it a signal when
+//! its parent dies: SIGTERM to nats-server and SIGINT to the postmaster, the signals of their
+//! clean shutdowns. The postmaster is therefore our direct child (`postgres -D`, not `pg_ctl
+//! start`, which would hand it to init). Two details follow from how the kernel does it:
+//!
+//! - The signal fires when the *thread* that forked the child exits, not the process, and callers
+//!   may be on threads that end early (tokio retires idle blocking threads). Children are forked
+//!   by one thread that lives as long as the process (`spawn_for_life`).
+//! - Each child gets a process group of its own, so a terminal's Ctrl-C reaches hexflow alone,
+//!   which stops its services first and its infrastructure last.
+//!
+//! A crash can still leave a `postmaster.pid` behind that names a PID reused by another process;
+//! PostgreSQL would refuse to start on it, so [`EmbeddedPostgres::start`] removes it. nats-server
+//! (2.9 and 2.15) keeps no lock in its store: after SIGKILL the next start on the same `-sd`
+//! recovers by itself.
 
 use std::{
+    fs,
+    io::{self, Read},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    os::unix::fs::MetadataExt,
+    os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Mutex, PoisonError, mpsc},
     time::{Duration, Instant},
 };
 
@@ -25,22 +46,86 @@ pub fn free_port(preferred: Option<u16>) -> u16 {
         .expect("the OS always has a free loopback port")
 }
 
-/// Waits until something accepts connections on the port.
-fn wait_for_port(port: u16, limit: Duration, what: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("{what} did not accept connections on port {port} within {limit:?}")
-}
-
 /// Finds a program on PATH or in the given extra directories.
 pub fn find_program(name: &str, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).chain(extra_dirs.iter().cloned()).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// `program` under `setpriv`: sent `on_parent_death` when hexflow dies, as `user` when given.
+fn supervised(program: &Path, on_parent_death: &str, user: Option<&str>) -> anyhow::Result<Command> {
+    let setpriv = find_program("setpriv", &[PathBuf::from("/usr/bin"), PathBuf::from("/bin")]).context(
+        "setpriv not found: it stops nats-server and PostgreSQL when hexflow dies; install util-linux (apt-get install util-linux)",
+    )?;
+    let mut cmd = Command::new(setpriv);
+    if let Some(user) = user {
+        // setpriv changes user itself (runuser would fork, and the signal would go to runuser).
+        cmd.args(["--reuid", user, "--regid", user, "--init-groups"]);
+    }
+    cmd.args(["--pdeathsig", on_parent_death, "--"]).arg(program).process_group(0).stdin(Stdio::null());
+    Ok(cmd)
+}
+
+/// Starts `cmd` from a thread that lives as long as the process, so that a parent-death signal
+/// means "hexflow died", not "the calling thread ended".
+fn spawn_for_life(cmd: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
+    let gone = || io::Error::other("the thread that starts child processes is gone");
+    let spawner = {
+        let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+        if spawner.is_none() {
+            let (requests, incoming) = mpsc::channel::<Request>();
+            std::thread::Builder::new().name("hexflow-spawner".into()).spawn(move || {
+                for (mut cmd, reply) in incoming {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })?;
+            *spawner = Some(requests);
+        }
+        spawner.clone().ok_or_else(gone)?
+    };
+    let (reply, answer) = mpsc::channel();
+    spawner.send((cmd, reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// Polls until `ready` holds, failing early when the child exits.
+fn wait_until(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited during start ({status})");
+        }
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("{what} was not ready within {limit:?}")
+}
+
+fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            Ok(status) => return status,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends `signal` (a `kill` name: TERM, INT), then SIGKILL after `grace`, and reaps the child.
+fn stop_child(child: &mut Child, signal: &str, grace: Duration) {
+    // Not reaped yet, so the PID still names our child.
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        if exit_within(child, grace).is_none() {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
 }
 
 /// A `nats-server -js` child process.
@@ -56,29 +141,36 @@ pub struct EmbeddedNats {
 impl EmbeddedNats {
     /// Starts a server with JetStream storing under `store_dir`, on `port` (or a free one).
     pub fn start(store_dir: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
-        std::fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
+        fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
         let port = port.unwrap_or_else(|| free_port(None));
         let child = Self::spawn(store_dir, port)?;
         let mut nats =
             EmbeddedNats { child, url: format!("nats://127.0.0.1:{port}"), port, store_dir: store_dir.into() };
-        if let Err(err) = wait_for_port(port, Duration::from_secs(10), "nats-server") {
-            nats.stop();
-            return Err(err);
-        }
+        nats.wait_ready()?;
         Ok(nats)
     }
 
     fn spawn(store_dir: &Path, port: u16) -> anyhow::Result<Child> {
         let binary = find_program("nats-server", &[PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
             .context("nats-server not found on PATH or in /usr/sbin; install it (apt-get install nats-server) or set NATS_URL")?;
-        Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        let log = fs::OpenOptions::new().create(true).append(true).open(store_dir.join("nats-server.log"))?;
+        let mut cmd = supervised(&binary, "TERM", None)?;
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        spawn_for_life(cmd).with_context(|| format!("starting {}", binary.display()))
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = self.port;
+        let ready = wait_until(&mut self.child, Duration::from_secs(10), "nats-server", || {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+        });
+        if ready.is_err() {
+            self.kill();
+        }
+        ready.with_context(|| format!("see {}", self.store_dir.join("nats-server.log").display()))
     }
 
     /// Stops the server at once (SIGKILL, as a crash would).
@@ -91,44 +183,25 @@ impl EmbeddedNats {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.child = Self::spawn(&self.store_dir, self.port)?;
-        wait_for_port(self.port, Duration::from_secs(10), "nats-server")
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
+        self.wait_ready()
     }
 }
 
 impl Drop for EmbeddedNats {
     fn drop(&mut self) {
-        self.stop();
+        stop_child(&mut self.child, "TERM", Duration::from_secs(5));
     }
 }
 
-/// True when the `postgres` user can reach `dir`.
-fn postgres_can_enter(dir: &Path) -> bool {
-    Command::new("runuser").args(["-u", "postgres", "--", "test", "-x"]).arg(dir).status().is_ok_and(|s| s.success())
-}
-
-/// A PostgreSQL cluster of our own, started with `pg_ctl`.
+/// A PostgreSQL cluster of our own: the postmaster is our child process.
 pub struct EmbeddedPostgres {
-    data_dir: PathBuf,
-    pg_ctl: PathBuf,
-    as_postgres: bool,
+    postmaster: Mutex<Child>,
     /// The client port.
     pub port: u16,
 }
 
 fn postgres_bin_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     dirs.sort();
@@ -136,20 +209,70 @@ fn postgres_bin_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The user the cluster runs as: `postgres` when we are root, since PostgreSQL refuses root.
+fn cluster_owner() -> Option<&'static str> {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0).then_some("postgres")
+}
+
+/// Runs `program` (with `args`) as the cluster owner and waits for it.
+fn run_as_owner(program: &Path, args: impl FnOnce(&mut Command) -> &mut Command) -> anyhow::Result<Output> {
+    let mut cmd = supervised(program, "TERM", cluster_owner())?;
+    args(&mut cmd).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = spawn_for_life(cmd).with_context(|| format!("starting {}", program.display()))?;
+    Ok(child.wait_with_output()?)
+}
+
 impl EmbeddedPostgres {
     /// Starts the cluster in `data_dir` (created with `initdb` the first time) on `port` (or a
-    /// free one). As root, the cluster runs as the `postgres` user, since PostgreSQL refuses root.
+    /// free one). As root, the cluster runs as the `postgres` user.
     pub fn start(data_dir: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedPostgres> {
         let dirs = postgres_bin_dirs();
         let initdb = find_program("initdb", &dirs).context(
             "initdb not found on PATH or in /usr/lib/postgresql/*/bin; install postgresql or set DATABASE_URL",
         )?;
-        let pg_ctl =
-            find_program("pg_ctl", &dirs).context("pg_ctl not found; install postgresql or set DATABASE_URL")?;
-        let as_postgres = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        // The server of initdb's own installation, so both are of one version.
+        let postgres = Some(initdb.with_file_name("postgres"))
+            .filter(|p| p.is_file())
+            .or_else(|| find_program("postgres", &dirs))
+            .context("postgres not found; install postgresql or set DATABASE_URL")?;
+        let data_dir = Self::prepare_dir(data_dir)?;
+        if !data_dir.join("PG_VERSION").exists() {
+            let out = run_as_owner(&initdb, |c| {
+                c.arg("-D").arg(&data_dir).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            })?;
+            if !out.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        clear_stale_postmaster_pid(&data_dir)?;
+        let port = port.unwrap_or_else(|| free_port(None));
+        let log_path = data_dir.join("server.log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut cmd = supervised(&postgres, "INT", cluster_owner())?;
+        cmd.arg("-D").arg(&data_dir).args(["-p", &port.to_string(), "-k"]).arg(&data_dir);
+        for setting in ["listen_addresses=127.0.0.1", "fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+            cmd.args(["-c", setting]);
+        }
+        cmd.stdout(log.try_clone()?).stderr(log);
+        let mut child = spawn_for_life(cmd).with_context(|| format!("starting {}", postgres.display()))?;
+        let pid = child.id();
+        let ready = wait_until(&mut child, Duration::from_secs(60), "PostgreSQL", || {
+            fs::read_to_string(data_dir.join("postmaster.pid")).is_ok_and(|t| postmaster_is_ready(&t, pid))
+        });
+        if let Err(err) = ready {
+            stop_child(&mut child, "QUIT", Duration::from_secs(5));
+            return Err(err.context(format!("see {}", log_path.display())));
+        }
+        Ok(EmbeddedPostgres { postmaster: Mutex::new(child), port })
+    }
+
+    /// Creates `data_dir` and hands it to the cluster owner; returns where the cluster lives.
+    fn prepare_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
+        fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let mut data_dir = data_dir.canonicalize()?;
-        if as_postgres && !postgres_can_enter(data_dir.parent().unwrap_or(&data_dir)) {
+        let Some(owner) = cluster_owner() else { return Ok(data_dir) };
+        let parent = data_dir.parent().unwrap_or(&data_dir).to_owned();
+        if !run_as_owner(Path::new("test"), |c| c.arg("-x").arg(&parent))?.status.success() {
             // A private parent (a 0700 home or temp dir) keeps the postgres user out: use a
             // directory of its own, named after the one asked for so reruns find it again.
             let mut hasher = std::hash::DefaultHasher::new();
@@ -157,59 +280,14 @@ impl EmbeddedPostgres {
             let fallback =
                 PathBuf::from(format!("/var/tmp/hexflow-postgres-{:016x}", std::hash::Hasher::finish(&hasher)));
             tracing::warn!(asked = %data_dir.display(), using = %fallback.display(), "the postgres user cannot reach the data directory; using another");
-            std::fs::create_dir_all(&fallback)?;
+            fs::create_dir_all(&fallback)?;
             data_dir = fallback;
         }
-        if as_postgres {
-            let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(&data_dir).status()?;
-            if !status.success() {
-                bail!("could not hand {} to the postgres user", data_dir.display());
-            }
+        let status = Command::new("chown").arg("-R").arg(format!("{owner}:{owner}")).arg(&data_dir).status()?;
+        if !status.success() {
+            bail!("could not hand {} to the {owner} user", data_dir.display());
         }
-        let run = |program: &Path| {
-            let mut cmd = if as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(program);
-                c
-            } else {
-                Command::new(program)
-            };
-            cmd.stdin(Stdio::null());
-            cmd
-        };
-        if !data_dir.join("PG_VERSION").exists() {
-            let out = run(&initdb)
-                .arg("-D")
-                .arg(&data_dir)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-                .output()
-                .context("running initdb")?;
-            if !out.status.success() {
-                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        let port = port.unwrap_or_else(|| free_port(None));
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            data_dir.display()
-        );
-        let out = run(&pg_ctl)
-            .arg("-D")
-            .arg(&data_dir)
-            .args(["-o", &options, "-l"])
-            .arg(data_dir.join("server.log"))
-            .args(["-w", "-t", "60", "start"])
-            .output()
-            .context("running pg_ctl start")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl start failed: {}{} (see {})",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                data_dir.join("server.log").display()
-            );
-        }
-        Ok(EmbeddedPostgres { data_dir, pg_ctl, as_postgres, port })
+        Ok(data_dir)
     }
 
     /// URL of a database on this cluster.
@@ -217,27 +295,127 @@ impl EmbeddedPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// Stops the cluster (fast shutdown).
+    /// Stops the cluster (fast shutdown: sessions are rolled back, then a checkpoint).
     pub fn stop(&self) {
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&self.pg_ctl);
-            c
-        } else {
-            Command::new(&self.pg_ctl)
-        };
-        let _ = cmd
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let mut postmaster = self.postmaster.lock().unwrap_or_else(PoisonError::into_inner);
+        stop_child(&mut postmaster, "INT", Duration::from_secs(30));
     }
 }
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// True when `postmaster.pid` says postmaster `pid` accepts connections (what `pg_ctl -w` reads).
+fn postmaster_is_ready(pid_file: &str, pid: u32) -> bool {
+    let lines: Vec<&str> = pid_file.lines().collect();
+    lines.first().is_some_and(|l| l.trim() == pid.to_string()) && lines.get(7).is_some_and(|l| l.trim() == "ready")
+}
+
+/// Whom a `postmaster.pid` names.
+#[derive(Debug, PartialEq)]
+enum LockHolder {
+    /// A live process of this cluster (its working directory is the data directory).
+    Cluster(u32),
+    /// Nothing that is this cluster: the file is a crash's leftover.
+    Stale(String),
+}
+
+/// Judges `postmaster.pid` from its text and the working directory of the process it names
+/// (`None` when no such process lives).
+fn judge_postmaster_pid(text: &str, data_dir: &Path, cwd_of: impl Fn(u32) -> Option<PathBuf>) -> LockHolder {
+    // A single-user backend writes its PID negated.
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().trim_start_matches('-').parse::<u32>().ok()) else {
+        return LockHolder::Stale("it names no PID".into());
+    };
+    match cwd_of(pid) {
+        Some(cwd) if cwd == data_dir => LockHolder::Cluster(pid),
+        Some(cwd) => LockHolder::Stale(format!("PID {pid} is another process (in {})", cwd.display())),
+        None => LockHolder::Stale(format!("PID {pid} is not running")),
+    }
+}
+
+/// The working directory of a live (not zombie) process.
+fn live_cwd(pid: u32) -> Option<PathBuf> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // Unreadable means another user's process, which cannot be a postmaster of ours.
+    Some(fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default())
+}
+
+/// Removes a `postmaster.pid` a crash left behind. PostgreSQL itself only checks that the PID it
+/// names is alive, and after a crash that PID often belongs to another process by now. A
+/// postmaster of this cluster still running (a previous run's, shutting down on its parent-death
+/// signal) is waited for.
+fn clear_stale_postmaster_pid(data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join("postmaster.pid");
+    let limit = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let mut text = String::new();
+        match fs::File::open(&path) {
+            Ok(mut file) => file.read_to_string(&mut text)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        match judge_postmaster_pid(&text, data_dir, live_cwd) {
+            LockHolder::Stale(why) => {
+                tracing::warn!(file = %path.display(), %why, "removing a stale postmaster.pid left by a crash");
+                return fs::remove_file(&path).with_context(|| format!("removing {}", path.display()));
+            }
+            LockHolder::Cluster(pid) if started.elapsed() >= limit => bail!(
+                "PostgreSQL (PID {pid}) still runs on {} after {limit:?}: another `hexflow dev` uses this data \
+                 directory, or one left it running; stop it (kill -INT {pid}) or set another HEXFLOW_DATA_DIR",
+                data_dir.display()
+            ),
+            LockHolder::Cluster(pid) => {
+                if !std::mem::replace(&mut announced, true) {
+                    tracing::info!(pid, "waiting for the PostgreSQL of a previous run to stop");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READY: &str = "4242\n/data\n1700000000\n5432\n/data\n127.0.0.1\n  5432001  32768\nready   \n";
+
+    #[test]
+    fn a_postmaster_is_ready_when_its_pid_file_says_so() {
+        assert!(postmaster_is_ready(READY, 4242));
+        assert!(!postmaster_is_ready(&READY.replace("ready", "starting"), 4242));
+        assert!(!postmaster_is_ready(READY, 4243), "another postmaster's file");
+        assert!(!postmaster_is_ready("4242\n/data\n", 4242), "a file still being written");
+    }
+
+    #[test]
+    fn a_pid_file_naming_a_process_of_the_cluster_is_kept() {
+        let data = Path::new("/data");
+        assert_eq!(judge_postmaster_pid(READY, data, |_| Some(data.into())), LockHolder::Cluster(4242));
+        assert_eq!(judge_postmaster_pid("-4242\n", data, |_| Some(data.into())), LockHolder::Cluster(4242));
+    }
+
+    #[test]
+    fn a_pid_file_naming_a_dead_or_foreign_process_or_none_is_stale() {
+        let data = Path::new("/data");
+        let stale = |text: &str, cwd: Option<&str>| {
+            matches!(judge_postmaster_pid(text, data, |_| cwd.map(PathBuf::from)), LockHolder::Stale(_))
+        };
+        assert!(stale(READY, None), "dead");
+        assert!(stale(READY, Some("/home/someone")), "the PID was reused");
+        assert!(stale(READY, Some("")), "another user's process");
+        assert!(stale("", Some("/data")), "empty");
+        assert!(stale("garbage\n", Some("/data")), "unreadable");
     }
 }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod dev;
 pub mod embedded;
+pub mod token;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,6 +1,5 @@
 //! `hexflow`: see `hexflow --help`.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hexflow::{client, dev, shutdown_signal};
 use shared::{config::DbConfig, metrics::Metrics};
@@ -31,6 +30,8 @@ enum Command {
     },
     /// Upload a scan export and follow its import.
     Import(client::ImportArgs),
+    /// Print a signed token (HS256, with the gateways' HEXFLOW_AUTH_* settings) on stdout.
+    Token(hexflow::token::TokenArgs),
 }
 
 #[tokio::main]
@@ -60,14 +61,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::ImportWorker(config) => {
             shared::telemetry::init_service(&config.telemetry, "import-worker", "info,import_worker=debug,sqlx=warn");
-            let listen = config.listen;
             let worker = import_worker::Worker::connect(config, Metrics::default()).await?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding HEXFLOW_WORKER_LISTEN={listen}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "worker ops endpoints listening");
-            let ops = axum::serve(listener, shared::ops::router(worker.ops()));
-            tokio::spawn(async move { ops.await });
+            worker.serve_ops().await?;
             worker.run(shutdown_signal()).await
         }
         Command::Migrate { db } => {
@@ -81,6 +76,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Import(args) => {
             let code = client::run(args).await?;
             std::process::exit(code);
+        }
+        Command::Token(args) => {
+            println!("{}", hexflow::token::sign(&args, shared::events::now_ms() / 1000)?);
+            Ok(())
         }
     }
 }

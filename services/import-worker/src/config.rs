@@ -2,19 +2,20 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use shared::config::{DbConfig, NatsConfig, TelemetryConfig};
+use shared::{
+    config::{DbConfig, NatsConfig, TelemetryConfig},
+    ops::OpsConfig,
+};
+
+/// Where the ops endpoints listen when `HEXFLOW_OPS_LISTEN` is unset.
+pub const DEFAULT_OPS_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9990);
 
 /// Everything an import worker needs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// Address of the worker's ops endpoints (/healthz, /readyz, /metrics).
-    #[arg(
-        long = "worker-listen",
-        env = "HEXFLOW_WORKER_LISTEN",
-        value_name = "HEXFLOW_WORKER_LISTEN",
-        default_value = "127.0.0.1:8990"
-    )]
-    pub listen: SocketAddr,
+    /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`): the worker's only listener.
+    #[command(flatten)]
+    pub ops: OpsConfig,
     /// Imports this worker runs at once.
     #[arg(long = "concurrency", env = "HEXFLOW_WORKER_CONCURRENCY", value_name = "HEXFLOW_WORKER_CONCURRENCY",
           default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -97,7 +98,7 @@ impl Config {
     /// A config for tests and `hexflow dev`: the given NATS and database, defaults elsewhere.
     pub fn local(nats: NatsConfig, db: DbConfig) -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ops: OpsConfig::local(),
             concurrency: 2,
             ack_wait_secs: 30,
             max_deliver: 5,

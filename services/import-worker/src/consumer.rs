@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, job};
 
-/// Creates (or opens) the durable consumer all workers share.
+/// Creates (or opens) the durable consumer all workers share, and brings an existing one to the
+/// configured ack wait, deliveries and pending limit (start-up fails, naming them, if it cannot).
 pub async fn consumer(worker: &Worker) -> anyhow::Result<PullConsumer> {
     let stream = worker.nats.js.get_stream(names::JOBS_STREAM).await?;
     let config = pull::Config {
@@ -23,8 +24,39 @@ pub async fn consumer(worker: &Worker) -> anyhow::Result<PullConsumer> {
         max_ack_pending: 10_000,
         ..Default::default()
     };
-    let consumer: PullConsumer = stream.get_or_create_consumer(names::WORKERS_CONSUMER, config).await?;
-    Ok(consumer)
+    let mut consumer: PullConsumer = stream.get_or_create_consumer(names::WORKERS_CONSUMER, config.clone()).await?;
+    let current = consumer.info().await?.config.clone();
+    let mut changes = Vec::new();
+    if current.ack_wait != config.ack_wait {
+        changes.push(format!("ack_wait {:?} (configured: {:?})", current.ack_wait, config.ack_wait));
+    }
+    if current.max_deliver != config.max_deliver {
+        changes.push(format!("max_deliver {} (configured: {})", current.max_deliver, config.max_deliver));
+    }
+    if current.max_ack_pending != config.max_ack_pending {
+        changes.push(format!("max_ack_pending {} (configured: {})", current.max_ack_pending, config.max_ack_pending));
+    }
+    if changes.is_empty() {
+        return Ok(consumer);
+    }
+    let changes = changes.join(", ");
+    tracing::info!(consumer = names::WORKERS_CONSUMER, %changes, "updating the consumer to match the configuration");
+    stream
+        .update_consumer(config)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "consumer {} of stream {} has {changes}; the server refused to change it ({e}); set \
+             HEXFLOW_WORKER_ACK_WAIT_SECS / HEXFLOW_WORKER_MAX_DELIVER to the values above, or delete the \
+             consumer while no import runs (nats consumer rm {} {})",
+                names::WORKERS_CONSUMER,
+                names::JOBS_STREAM,
+                names::JOBS_STREAM,
+                names::WORKERS_CONSUMER
+            )
+        })
+        .map(|_: PullConsumer| ())?;
+    stream.get_consumer(names::WORKERS_CONSUMER).await.map_err(|e| anyhow::anyhow!("opening the updated consumer: {e}"))
 }
 
 /// Runs jobs until `shutdown`, then lets jobs in hand finish for the grace period.

@@ -65,8 +65,8 @@ pub struct Worker {
     metrics: WorkerMetrics,
     /// Measured merge speed (file rows/s), for ETAs; starts from a typical figure.
     merge_rate: Arc<Mutex<f64>>,
-    /// Registry the metrics live in.
-    registry: Metrics,
+    /// `/healthz`, `/readyz` and `/metrics`.
+    ops: ops::Ops,
 }
 
 #[derive(Clone)]
@@ -92,23 +92,25 @@ impl Worker {
             jobs_cancelled: registry.counter("hexflow_worker_jobs_cancelled_total", "Imports cancelled"),
             rows: registry.counter("hexflow_worker_rows_total", "Data rows imported"),
         };
+        let ops = ops::Ops::new("import-worker", &registry, config.ops.grace())
+            .with_check("nats", ops::nats_check(nats.clone()))
+            .with_check("postgres", ops::db_check(db.clone()));
         Ok(Worker {
             db,
             nats,
             config: Arc::new(config),
             metrics,
             merge_rate: Arc::new(Mutex::new(INITIAL_MERGE_RATE)),
-            registry,
+            ops,
         })
     }
 
-    /// The ops endpoints' view of this worker.
-    pub fn ops(&self) -> ops::Ops {
-        ops::Ops {
-            service: "import-worker",
-            checks: vec![("nats", ops::nats_check(self.nats.clone())), ("postgres", ops::db_check(self.db.clone()))],
-            metrics: self.registry.clone(),
-        }
+    /// Binds the ops endpoints (`HEXFLOW_OPS_LISTEN`) and serves them in the background.
+    pub async fn serve_ops(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let listener = self.config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
+        let addr = listener.local_addr()?;
+        self.ops.spawn(listener);
+        Ok(addr)
     }
 
     /// Runs jobs until `shutdown` resolves; jobs in hand get the grace period to finish.
@@ -120,8 +122,10 @@ impl Worker {
             tokio::spawn(cancel::watch_exhausted_jobs(self.clone())),
         ];
         let trigger = stop.clone();
+        let ops = self.ops.clone();
         tokio::spawn(async move {
             shutdown.await;
+            ops.mark_stopping();
             trigger.cancel();
         });
         tracing::info!(concurrency = self.config.concurrency, "import worker consuming jobs");

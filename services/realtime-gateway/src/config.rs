@@ -5,12 +5,16 @@ use std::{net::SocketAddr, time::Duration};
 use shared::{
     auth::AuthConfig,
     config::{DbConfig, NatsConfig, TelemetryConfig},
+    ops::OpsConfig,
 };
+
+/// Where the ops endpoints listen when `HEXFLOW_OPS_LISTEN` is unset.
+pub const DEFAULT_OPS_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9991);
 
 /// Everything `hexflow realtime-gateway` needs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (Socket.IO at `/socket.io/`, plus `/healthz`, `/readyz`, `/metrics`).
+    /// Address to listen on (Socket.IO at `/socket.io/`).
     #[arg(
         long = "realtime-listen",
         env = "HEXFLOW_REALTIME_LISTEN",
@@ -21,6 +25,9 @@ pub struct Config {
     /// Throttling, CORS, heartbeat and abuse limits.
     #[command(flatten)]
     pub options: Options,
+    /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    #[command(flatten)]
+    pub ops: OpsConfig,
     /// Authentication (open mode when no secret is set).
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -128,6 +135,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             options: Options::default(),
+            ops: OpsConfig::local(),
             auth: AuthConfig::default(),
             nats,
             db,

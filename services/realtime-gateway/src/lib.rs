@@ -106,7 +106,10 @@ impl Realtime {
 
     /// `router` with Socket.IO served at `/socket.io/` (and the CORS allow-list around both).
     pub fn mount(&self, router: Router) -> Router {
-        let router = router.layer(self.layer.clone());
+        // One engine (one table of sessions) in front of the whole router: `Router::layer` would
+        // build one per route and fallback, and a polling session would then be unknown to the
+        // engine its next request reaches.
+        let router = Router::new().fallback_service(tower_layer::Layer::layer(&self.layer, router));
         match &self.cors {
             Some(cors) => router.layer(cors.clone()),
             None => router,
@@ -162,11 +165,13 @@ pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-/// A bound realtime gateway, not yet serving (split so callers learn the port first).
+/// A bound realtime gateway, not yet serving (split so callers learn the ports first).
 pub struct Gateway {
     listener: TcpListener,
+    ops_listener: TcpListener,
     router: Router,
     realtime: Realtime,
+    ops: ops::Ops,
 }
 
 /// Initial read buffer of each websocket. Clients send only small events (join, leave, cancel,
@@ -184,35 +189,44 @@ impl Gateway {
         nats.provision(config.nats.replicas).await?;
         let db = shared::db::pool(&config.db)?;
         shared::db::wait_until_reachable(&db, Duration::from_secs(60)).await?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            anyhow::anyhow!("binding HEXFLOW_REALTIME_LISTEN={}: {e}; expected a free host:port", config.listen)
+        })?;
+        let ops_listener = config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
         let metrics = Metrics::default();
         let realtime = Realtime::start(config.options, &config.auth, nats.clone(), db.clone(), &metrics);
         let (name, consumer_check) = realtime.check();
-        let ops = ops::Ops {
-            service: "realtime-gateway",
-            checks: vec![("nats", ops::nats_check(nats)), (name, consumer_check), ("postgres", ops::db_check(db))],
-            metrics,
-        };
-        let router = realtime.mount(ops::router(ops));
-        Ok(Gateway { listener, router, realtime })
+        let ops = ops::Ops::new("realtime-gateway", &metrics, config.ops.grace())
+            .with_check("nats", ops::nats_check(nats))
+            .with_check(name, consumer_check)
+            .with_check("postgres", ops::db_check(db));
+        let router = realtime.mount(Router::new());
+        Ok(Gateway { listener, ops_listener, router, realtime, ops })
     }
 
-    /// The address it listens on.
+    /// The address Socket.IO is served on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the ops endpoints.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, disconnects every socket so
     /// clients reconnect elsewhere, and waits (bounded) for open requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "realtime gateway listening");
-        let Gateway { listener, router, realtime } = self;
+        let Gateway { listener, ops_listener, router, realtime, ops } = self;
+        ops.spawn(ops_listener);
         let realtime = Arc::new(realtime);
         let closing = realtime.clone();
         let stopped = CancellationToken::new();
         let stopped_signal = stopped.clone();
         let signal = async move {
             shutdown.await;
+            ops.mark_stopping();
             stopped_signal.cancel();
             tokio::spawn(async move { closing.close().await });
         };

@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 use shared::{
     auth::AuthConfig,
     config::{DbConfig, NatsConfig, TelemetryConfig},
+    ops::OpsConfig,
 };
+
+/// Where the ops endpoints listen when `HEXFLOW_OPS_LISTEN` is unset.
+pub const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9989);
 
 /// Default upload size limit: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -28,10 +33,13 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub request_timeout_secs: u64,
-    /// Directory of the browser page's static files (served at `/`); the page's
-    /// `socket.io-client` is served from `node_modules/` next to it.
-    #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR", default_value = "web")]
-    pub web_dir: std::path::PathBuf,
+    /// Serve the browser page from this directory instead of the copy embedded in the binary
+    /// (for development: edits show without a rebuild).
+    #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
+    /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
+    #[command(flatten)]
+    pub ops: OpsConfig,
     /// Authentication (open mode when no secret is set).
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -53,7 +61,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout_secs: 3600,
-            web_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../web").into(),
+            web_dir: None,
+            ops: OpsConfig::local(),
             auth: AuthConfig::default(),
             nats,
             db,

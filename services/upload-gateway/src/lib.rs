@@ -13,12 +13,14 @@
 //! - [`state`]: `AppState`, `Identity`.
 //! - [`body`]: the limited, hashing, coalescing upload reader.
 //! - `http`: the routes (`upload`, `imports`).
+//! - `web`: the browser page, embedded in the binary.
 
 pub mod body;
 pub mod config;
 pub mod error;
 mod http;
 pub mod state;
+mod web;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -42,7 +44,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Nats, sqlx::PgPool)> {
 /// The API routes with their state, ready to serve or to merge into `hexflow dev`'s router.
 pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &Metrics) -> Router {
     let timeout = Duration::from_secs(config.request_timeout_secs);
-    let web = web_router(&config.web_dir);
+    let web = web::router(config.web_dir.as_deref());
     let auth = shared::auth::Authenticator::new(&config.auth);
     if auth.is_open() {
         tracing::warn!(
@@ -59,53 +61,55 @@ pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &M
         .layer(TraceLayer::new_for_http())
 }
 
-/// The browser page: static files, and the `socket.io-client` build from `node_modules/`.
-fn web_router(web_dir: &std::path::Path) -> Router {
-    let vendor = web_dir.join("../node_modules/socket.io-client/dist");
-    Router::new()
-        .nest_service("/vendor/socket.io-client", tower_http::services::ServeDir::new(vendor))
-        .fallback_service(tower_http::services::ServeDir::new(web_dir))
+/// The gateway's ops endpoints: readiness needs NATS and PostgreSQL.
+pub fn ops(service: &'static str, config: &Config, nats: &Nats, db: &sqlx::PgPool, metrics: &Metrics) -> ops::Ops {
+    ops::Ops::new(service, metrics, config.ops.grace())
+        .with_check("nats", ops::nats_check(nats.clone()))
+        .with_check("postgres", ops::db_check(db.clone()))
 }
 
-/// The readiness checks of the gateway (NATS and PostgreSQL).
-pub fn ops(nats: &Nats, db: &sqlx::PgPool, metrics: &Metrics) -> ops::Ops {
-    ops::Ops {
-        service: "upload-gateway",
-        checks: vec![("nats", ops::nats_check(nats.clone())), ("postgres", ops::db_check(db.clone()))],
-        metrics: metrics.clone(),
-    }
-}
-
-/// API and ops routes, as the standalone gateway serves them.
-pub fn router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: Metrics) -> Router {
-    let ops = ops(&nats, &db, &metrics);
-    api_router(config, nats, db, &metrics).merge(ops::router(ops))
-}
-
-/// A bound gateway, not yet serving (split so callers learn the port before it runs).
+/// A bound gateway, not yet serving (split so callers learn the ports before it runs).
 pub struct Gateway {
     listener: TcpListener,
+    ops_listener: TcpListener,
     router: Router,
+    ops: ops::Ops,
 }
 
 impl Gateway {
-    /// Connects, provisions, and binds `config.listen` (port 0 picks a free port).
+    /// Connects, provisions, and binds `config.listen` and the ops address (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
         let (nats, db) = connect(&config).await?;
-        let listener = TcpListener::bind(config.listen).await?;
-        let router = router(Arc::new(config), nats, db, Metrics::default());
-        Ok(Gateway { listener, router })
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding HEXFLOW_LISTEN={}: {e}; expected a free host:port", config.listen))?;
+        let ops_listener = config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
+        let metrics = Metrics::default();
+        let ops = ops("upload-gateway", &config, &nats, &db, &metrics);
+        let router = api_router(Arc::new(config), nats, db, &metrics);
+        Ok(Gateway { listener, ops_listener, router, ops })
     }
 
-    /// The address it listens on.
+    /// The address of the API.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the ops endpoints.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "upload gateway listening");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await?;
+        let Gateway { listener, ops_listener, router, ops } = self;
+        ops.spawn(ops_listener);
+        let stopping = async move {
+            shutdown.await;
+            ops.mark_stopping();
+        };
+        axum::serve(listener, router).with_graceful_shutdown(stopping).await?;
         Ok(())
     }
 }

@@ -56,7 +56,8 @@ async fn a_broker_restart_mid_import_loses_nothing() {
     let path = env.dir().join("broker.csv");
     std::fs::create_dir_all(env.dir()).unwrap();
     files::write_nessus_file(&path, 30 * 1024 * 1024);
-    let gateway = env.gateway().await;
+    // Readiness fails as soon as the broker is gone (no grace), so the test sees it.
+    let gateway = env.gateway_with(|c| c.ops.ready_grace_secs = 0).await;
     let _worker = env.worker_with(|c| c.ack_wait_secs = 2).await;
     let id = Uuid::now_v7();
     let (status, _) = gateway.upload_path(&path, &[("sessionId", &id.to_string()), ("scanDate", SCAN_DATE)]).await;
@@ -64,13 +65,13 @@ async fn a_broker_restart_mid_import_loses_nothing() {
     env.wait_for(id, Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 15.0).await;
 
     env.nats_server.kill();
-    let mut ready = gateway.get("/readyz").await;
+    let mut ready = gateway.ops_get("/readyz").await;
     for _ in 0..100 {
         if ready.0 == 503 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        ready = gateway.get("/readyz").await;
+        ready = gateway.ops_get("/readyz").await;
     }
     assert_eq!(ready.0, 503, "readiness reports the broker gone: {}", ready.1);
     assert_eq!(ready.1["checks"]["nats"]["ok"], false);
@@ -79,7 +80,7 @@ async fn a_broker_restart_mid_import_loses_nothing() {
     let done = env.wait_for_terminal(id, Duration::from_secs(120)).await;
     assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
     assert!(!env.staging_exists(id).await);
-    let (status, _) = gateway.get("/readyz").await;
+    let (status, _) = gateway.ops_get("/readyz").await;
     assert_eq!(status, 200, "ready again");
     assert_eq!(env.scalar("SELECT count(*) FROM imports WHERE status = 'completed'").await, 1);
 }
@@ -103,7 +104,8 @@ async fn a_database_restart_mid_import_loses_nothing() {
     std::fs::create_dir_all(env.dir()).unwrap();
     let rows = files::write_nessus_file(&path, 40 * 1024 * 1024);
     let gateway = env.gateway().await;
-    let mut worker = env.worker_process(&[]);
+    // Readiness fails as soon as the database is gone (no grace), so the test sees it.
+    let mut worker = env.worker_process(&[("HEXFLOW_READY_GRACE_SECS", "0")]);
     worker.wait_ready(Duration::from_secs(30)).await;
     let id = Uuid::now_v7();
     let log = env.watch(id).await;
@@ -112,7 +114,7 @@ async fn a_database_restart_mid_import_loses_nothing() {
     env.wait_for(id, Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 10.0).await;
 
     pg.stop();
-    let readyz = format!("{}/readyz", worker.url());
+    let readyz = format!("{}/readyz", worker.ops_url());
     let mut ready = reqwest::get(&readyz).await.unwrap();
     for _ in 0..200 {
         if ready.status() == 503 {

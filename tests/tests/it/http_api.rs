@@ -89,16 +89,20 @@ async fn skipped_rows_are_listed_with_line_column_value_and_expectation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_and_metrics_answer() {
+async fn health_readiness_and_metrics_answer_on_the_ops_port_only() {
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;
-    let (status, body) = gateway.get("/healthz").await;
+    let (status, body) = gateway.ops_get("/healthz").await;
     assert_eq!((status.as_u16(), body["status"].as_str()), (200, Some("ok")));
-    let (status, body) = gateway.get("/readyz").await;
+    let (status, body) = gateway.ops_get("/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["postgres"]["ok"], true);
-    let metrics = reqwest::get(format!("{}/metrics", gateway.base)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", gateway.ops_base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("hexflow_uploads_accepted_total 0"), "{metrics}");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = gateway.get(path).await;
+        assert_eq!(status, 404, "{path} is not served on the public port");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ async fn a_sixty_megabyte_file_imports_with_flat_memory() {
     gateway_process.wait_ready(Duration::from_secs(30)).await;
     worker.wait_ready(Duration::from_secs(30)).await;
     let idle = (gateway_process.rss_bytes(), worker.rss_bytes());
-    let gateway = GatewayHandle::new(gateway_process.addr, None);
+    let gateway = GatewayHandle::new(gateway_process.addr, gateway_process.ops_addr, None);
 
     let id = uuid::Uuid::now_v7();
     let log = env.watch(id).await;

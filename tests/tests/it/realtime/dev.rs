@@ -1,5 +1,6 @@
-//! `hexflow dev` serves Socket.IO on the upload gateway's address, with one set of ops endpoints
-//! and the dev origin (only) allowed by CORS.
+//! `hexflow dev`, started outside the repository, serves the page and Socket.IO on the upload
+//! gateway's address, one set of ops endpoints on a port of their own, and lets in the dev
+//! origin (only) by CORS.
 
 use std::time::Duration;
 
@@ -15,7 +16,13 @@ async fn hexflow_dev_serves_socket_io_next_to_the_upload_api() {
     let env = TestEnv::start().await;
     let data_dir = env.dir().join("dev");
     let dev = env.hexflow_process("dev", "HEXFLOW_LISTEN", &[("HEXFLOW_DATA_DIR", data_dir.to_str().unwrap())]).await;
-    let api = GatewayHandle::new(dev.addr, None);
+    let api = GatewayHandle::new(dev.addr, dev.ops_addr, None);
+    let page = reqwest::get(dev.url()).await.unwrap();
+    assert_eq!(page.status(), 200, "the page is served from the binary");
+    assert!(page.text().await.unwrap().contains("/js/main.js"), "it is the hexflow page");
+    let client_js = reqwest::get(format!("{}/vendor/socket.io-client/socket.io.esm.min.js", dev.url())).await.unwrap();
+    assert_eq!(client_js.status(), 200, "the page's socket.io client is served too");
+    assert!(client_js.headers()[header::CONTENT_TYPE].to_str().unwrap().contains("javascript"));
     let mut client = SioClient::connected(&ClientOptions::at(dev.url())).await;
 
     let rows: Vec<files::Row> = (0..50).map(|i| files::Row::new(&format!("h{i}"), "C1", 80)).collect();
@@ -24,10 +31,15 @@ async fn hexflow_dev_serves_socket_io_next_to_the_upload_api() {
     let done = client.wait_for("progress-complete", |_| true, Duration::from_secs(120)).await;
 
     assert_eq!(done.data["summary"]["new"], 50);
-    let (status, ready) = get_as(&format!("{}/readyz", dev.url()), None).await;
+    let (status, ready) = get_as(&format!("{}/readyz", dev.ops_url()), None).await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["progress-consumer"]["ok"], true, "{ready}");
-    let metrics = reqwest::get(format!("{}/metrics", dev.url())).await.unwrap().text().await.unwrap();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let public = reqwest::get(format!("{}{path}", dev.url())).await.unwrap();
+        assert_eq!(public.status(), 404, "{path} is not served on the public port");
+    }
+    assert!(dev.log_text().contains(&format!("ops endpoints on http://{}", dev.ops_addr)), "dev prints both addresses");
+    let metrics = reqwest::get(format!("{}/metrics", dev.ops_url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("hexflow_realtime_sockets 1\n"), "one /metrics for both: {metrics}");
     assert!(metrics.contains("hexflow_uploads_accepted_total 1\n"), "{metrics}");
     let preflight = |origin: String| {

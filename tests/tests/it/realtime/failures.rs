@@ -130,7 +130,7 @@ async fn a_broker_restart_while_clients_watch_loses_no_terminal_event() {
     env.nats_server.restart().expect("restarting nats-server");
 
     assert_finished_once(&env, &client, id, "the watching client").await;
-    let ready = reqwest::get(format!("{}/readyz", realtime.url)).await.unwrap();
+    let ready = reqwest::get(format!("{}/readyz", realtime.ops_url)).await.unwrap();
     assert_eq!(ready.status(), 200, "the gateway recovered: {}", ready.text().await.unwrap_or_default());
     assert_eq!(client.connects(), 1, "the socket itself stayed up");
 }

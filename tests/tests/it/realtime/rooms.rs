@@ -139,7 +139,7 @@ async fn bad_requests_get_error_codes_rates_are_limited_and_the_heartbeat_counts
     assert!(limited >= 3, "a burst of 12 beyond the budget of 6 is limited ({limited} refused)");
     let beat = client.wait_for("heartbeat", |d| d["activeSessions"] == 2, WAIT).await;
     assert!(beat.data["serverTime"].as_i64().unwrap() > 0);
-    let metrics = reqwest::get(format!("{}/metrics", gateway.url)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", gateway.ops_url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("hexflow_realtime_sockets 2\n"), "{metrics}");
     assert!(metrics.contains(&format!("hexflow_realtime_rate_limited_total {limited}\n")), "{metrics}");
 }
