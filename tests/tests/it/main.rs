@@ -1,6 +1,7 @@
 //! Integration suites: real NATS, real PostgreSQL, the services in-process or as processes.
 
 mod bad_input;
+mod broker_settings;
 mod cancel;
 mod concurrency;
 mod corpus;
