@@ -56,7 +56,8 @@ pub async fn infrastructure(nats: &NatsConfig, db: &DbConfig, data_dir: &std::pa
         Some(_) => (nats.clone(), None),
         None => {
             let port = crate::embedded::free_port(Some(4222));
-            let child = EmbeddedNats::start(&data_dir.join("nats"), Some(port))?;
+            let dir = data_dir.join("nats");
+            let child = tokio::task::spawn_blocking(move || EmbeddedNats::start(&dir, Some(port))).await??;
             tracing::info!(url = %child.url, "started embedded nats-server");
             (NatsConfig { url: Some(child.url.clone()), ..nats.clone() }, Some(child))
         }

@@ -7,24 +7,26 @@
 //! Every child runs under util-linux `setpriv --pdeathsig`, so the kernel sends it a signal when
 //! its parent dies: SIGTERM to nats-server and SIGINT to the postmaster, the signals of their
 //! clean shutdowns. The postmaster is therefore our direct child (`postgres -D`, not `pg_ctl
-//! start`, which would hand it to init). Two details follow from how the kernel does it:
+//! start`, which would hand it to init). The kernel sends the signal when the *thread* that
+//! forked the child exits, not the process, and callers may be on threads that end early (tokio
+//! retires idle blocking threads), so children are forked by one thread that lives as long as the
+//! process (`spawn_for_life`).
 //!
-//! - The signal fires when the *thread* that forked the child exits, not the process, and callers
-//!   may be on threads that end early (tokio retires idle blocking threads). Children are forked
-//!   by one thread that lives as long as the process (`spawn_for_life`).
-//! - Each child gets a process group of its own, so a terminal's Ctrl-C reaches hexflow alone,
-//!   which stops its services first and its infrastructure last.
+//! Each child also gets a process group of its own, so a terminal's Ctrl-C reaches hexflow alone,
+//! which stops its services first and its infrastructure last.
 //!
 //! A crash can still leave a `postmaster.pid` behind that names a PID reused by another process;
 //! PostgreSQL would refuse to start on it, so [`EmbeddedPostgres::start`] removes it. nats-server
 //! (2.9 and 2.15) keeps no lock in its store: after SIGKILL the next start on the same `-sd`
-//! recovers by itself.
+//! recovers by itself, and nothing stops a second server from sharing the store, so
+//! [`EmbeddedNats::start`] waits for one still running there (and gives up naming it).
 
 use std::{
+    ffi::OsStr,
     fs,
     io::{self, Read},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    os::unix::{ffi::OsStrExt, fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Mutex, PoisonError, mpsc},
@@ -142,10 +144,11 @@ impl EmbeddedNats {
     /// Starts a server with JetStream storing under `store_dir`, on `port` (or a free one).
     pub fn start(store_dir: &Path, port: Option<u16>) -> anyhow::Result<EmbeddedNats> {
         fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
+        let store_dir = store_dir.canonicalize()?;
+        wait_for_store(&store_dir)?;
         let port = port.unwrap_or_else(|| free_port(None));
-        let child = Self::spawn(store_dir, port)?;
-        let mut nats =
-            EmbeddedNats { child, url: format!("nats://127.0.0.1:{port}"), port, store_dir: store_dir.into() };
+        let child = Self::spawn(&store_dir, port)?;
+        let mut nats = EmbeddedNats { child, url: format!("nats://127.0.0.1:{port}"), port, store_dir };
         nats.wait_ready()?;
         Ok(nats)
     }
@@ -191,6 +194,40 @@ impl Drop for EmbeddedNats {
     fn drop(&mut self) {
         stop_child(&mut self.child, "TERM", Duration::from_secs(5));
     }
+}
+
+/// Waits for a nats-server still running on `store_dir` (the previous run's, shutting down on its
+/// parent-death signal) to exit: nats-server keeps no lock that would stop a second server from
+/// sharing the store, and two would corrupt it.
+fn wait_for_store(store_dir: &Path) -> anyhow::Result<()> {
+    let limit = Duration::from_secs(10);
+    let started = Instant::now();
+    while let Some(pid) = nats_server_on(store_dir) {
+        if started.elapsed() >= limit {
+            bail!(
+                "nats-server (PID {pid}) still runs on {} after {limit:?}: another `hexflow dev` uses this data \
+                 directory, or one left it running; stop it (kill -TERM {pid}) or set another HEXFLOW_DATA_DIR",
+                store_dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A live nats-server whose `-sd` is `store_dir`.
+fn nats_server_on(store_dir: &Path) -> Option<u32> {
+    let mut pids = fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok());
+    pids.find(|&pid| {
+        let (Some(cwd), Ok(cmdline)) = (live_cwd(pid), fs::read(format!("/proc/{pid}/cmdline"))) else {
+            return false;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"nats-server"))
+            && args.windows(2).any(|w| {
+                w[0] == b"-sd" && cwd.join(OsStr::from_bytes(w[1])).canonicalize().is_ok_and(|d| d == store_dir)
+            })
+    })
 }
 
 /// A PostgreSQL cluster of our own: the postmaster is our child process.
@@ -345,7 +382,7 @@ fn live_cwd(pid: u32) -> Option<PathBuf> {
     if state == "Z" || state == "X" {
         return None;
     }
-    // Unreadable means another user's process, which cannot be a postmaster of ours.
+    // Unreadable means another user's process, which cannot be a server of ours.
     Some(fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default())
 }
 
