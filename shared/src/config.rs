@@ -205,3 +205,29 @@ impl Default for TelemetryConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list_with_or_without_spaces() {
+        let config = NatsConfig::at("nats://a:4222,nats://b:4222 , tls://c:4223");
+        let servers = config.servers().unwrap();
+        assert_eq!(servers.len(), 3);
+        assert!(servers[2].tls_required(), "tls:// asks for TLS");
+    }
+
+    #[test]
+    fn a_bad_entry_in_nats_url_is_named_with_what_is_expected() {
+        let err = parse_nats_urls("nats://a:4222,nats://b:port").unwrap_err();
+        assert!(err.contains("nats://b:port") && err.contains("expected nats://host:port"), "{err}");
+        assert!(parse_nats_urls(" , ").unwrap_err().contains("no server URL"));
+    }
+
+    #[test]
+    fn an_otlp_endpoint_must_be_an_http_or_https_url() {
+        assert!(parse_otlp_endpoint("https://collector:4317").is_ok());
+        assert!(parse_otlp_endpoint("collector:4317").unwrap_err().contains("expected http://"));
+    }
+}

@@ -107,7 +107,7 @@ pub fn adopt(span: &tracing::Span, ctx: TraceContext) {
     let remote = SpanContext::new(
         TraceId::from_bytes(ctx.trace_id.to_be_bytes()),
         SpanId::from_bytes(ctx.span_id.to_be_bytes()),
-        TraceFlags::SAMPLED,
+        if ctx.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
         true,
         TraceState::default(),
     );
@@ -123,6 +123,7 @@ pub fn current() -> Option<TraceContext> {
     sc.is_valid().then(|| TraceContext {
         trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
         span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        sampled: sc.is_sampled(),
     })
 }
 
@@ -136,18 +137,20 @@ pub struct TraceContext {
     pub trace_id: u128,
     /// 8-byte id of the parent span.
     pub span_id: u64,
+    /// The caller's sampling decision (the `sampled` trace flag), kept along the whole import.
+    pub sampled: bool,
 }
 
 impl TraceContext {
     /// A new trace with a random id.
     pub fn new_root() -> Self {
         let id = uuid::Uuid::new_v4().as_u128();
-        TraceContext { trace_id: id, span_id: (id >> 64) as u64 ^ id as u64 }
+        TraceContext { trace_id: id, span_id: (id >> 64) as u64 ^ id as u64, sampled: true }
     }
 
     /// The same trace, with a new span id (the next hop).
     pub fn child(self) -> Self {
-        TraceContext { trace_id: self.trace_id, span_id: uuid::Uuid::new_v4().as_u128() as u64 }
+        TraceContext { span_id: uuid::Uuid::new_v4().as_u128() as u64, ..self }
     }
 
     /// Parses a `traceparent` header value (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -156,18 +159,19 @@ impl TraceContext {
         let version = parts.next()?;
         let trace = parts.next()?;
         let span = parts.next()?;
-        let _flags = parts.next()?;
-        if version.len() != 2 || trace.len() != 32 || span.len() != 16 {
+        let flags = parts.next()?;
+        if version.len() != 2 || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
             return None;
         }
         let trace_id = u128::from_str_radix(trace, 16).ok()?;
         let span_id = u64::from_str_radix(span, 16).ok()?;
-        (trace_id != 0 && span_id != 0).then_some(TraceContext { trace_id, span_id })
+        let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
+        (trace_id != 0 && span_id != 0).then_some(TraceContext { trace_id, span_id, sampled })
     }
 
     /// The header value.
     pub fn to_header(self) -> String {
-        format!("00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
     }
 
     /// The trace id as 32 hex digits, for log fields.
@@ -207,6 +211,9 @@ mod tests {
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
         assert_eq!(TraceContext::parse("garbage"), None);
+        let unsampled = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(!unsampled.sampled, "the caller's decision not to sample is kept");
+        assert!(unsampled.child().to_header().ends_with("-00"), "and handed on");
         assert_eq!(TraceContext::parse("00-00000000000000000000000000000000-0000000000000001-01"), None);
     }
 }
