@@ -232,12 +232,22 @@ impl Authenticator {
 
     /// The caller behind `token`. In open mode the token is ignored.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
-        let Some(secret) = &self.secret else { return Ok(Identity::anonymous()) };
+        self.authenticate_until(token).map(|(identity, _)| identity)
+    }
+
+    /// The caller behind `token`, and until when (seconds since the epoch, the leeway included)
+    /// the token stays valid; `None` in open mode. Long-lived connections (sockets) check the
+    /// credential again at that time, since nothing re-sends it.
+    pub fn authenticate_until(&self, token: Option<&str>) -> Result<(Identity, Option<i64>), AuthError> {
+        let Some(secret) = &self.secret else { return Ok((Identity::anonymous(), None)) };
         let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let claims = verify_signature(secret.expose(), token)?;
         self.check(&claims, crate::events::now_ms() / 1000)?;
         let admin = claims.role.as_deref() == Some(ADMIN_ROLE);
-        Ok(Identity { user: claims.sub, tenant: claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.into()), admin })
+        let valid_until = claims.exp.map(|exp| exp.saturating_add(LEEWAY_SECS));
+        let identity =
+            Identity { user: claims.sub, tenant: claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.into()), admin };
+        Ok((identity, valid_until))
     }
 
     /// The caller behind an `Authorization` header value (`Bearer <token>`).
@@ -363,6 +373,16 @@ mod tests {
         assert_eq!(who, Identity { user: "ann".into(), tenant: "acme".into(), admin: true });
         let bearer = strict().authenticate_header(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(bearer.user, "ann");
+    }
+
+    #[test]
+    fn a_token_says_until_when_it_is_valid_and_open_mode_has_no_end() {
+        let exp = crate::events::now_ms() / 1000 + 600;
+        let token = issue(SECRET, &Claims { exp: Some(exp), ..claims("ann") });
+        let (identity, until) = strict().authenticate_until(Some(&token)).unwrap();
+        assert_eq!(identity.user, "ann");
+        assert_eq!(until, Some(exp + LEEWAY_SECS));
+        assert_eq!(Authenticator::open().authenticate_until(None).unwrap().1, None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use async_nats::jetstream::{
     object_store::{self, ObjectStore},
     stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
 };
+use backon::Retryable;
 use uuid::Uuid;
 
 use crate::{config::NatsConfig, events::ProgressEvent, names, telemetry::TraceContext};
@@ -46,6 +47,15 @@ pub enum BusError {
     },
 }
 
+/// Jittered exponential backoff from 100 ms up to `max_delay`, `times` retries at most.
+fn retry_policy(max_delay: Duration, times: usize) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(max_delay)
+        .with_max_times(times)
+}
+
 /// Wraps an async-nats error with the step that failed.
 fn failed<E: std::error::Error + Send + Sync + 'static>(step: &'static str) -> impl FnOnce(E) -> BusError {
     move |source| BusError::Nats { step, source: Box::new(source) }
@@ -74,11 +84,12 @@ fn stream_differences(current: &stream::Config, wanted: &stream::Config, fixed: 
         differ(&mut out, "replicas", &current.num_replicas, &wanted.num_replicas);
         differ(&mut out, "subjects", &current.subjects, &wanted.subjects);
         differ(&mut out, "max_age", &current.max_age, &wanted.max_age);
+        // 0 and -1 both mean "no limit"; servers report -1 for a 0 asked for.
         differ(
             &mut out,
             "max_messages_per_subject",
-            &current.max_messages_per_subject,
-            &wanted.max_messages_per_subject,
+            &current.max_messages_per_subject.max(0),
+            &wanted.max_messages_per_subject.max(0),
         );
         if !wanted.duplicate_window.is_zero() {
             // Zero asks for the server's default, which the server then reports.
@@ -147,9 +158,20 @@ impl Nats {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Creates the streams and bucket of the broker contract if they are missing. Idempotent.
-    /// Streams are created with explicit configs, which works on nats-server 2.9 and 2.10+.
+    /// Creates the streams and bucket of the broker contract, or brings existing ones to the
+    /// configuration. Idempotent. Streams are created with explicit configs, which works on
+    /// nats-server 2.9 and 2.10+. A cluster still electing its JetStream leaders times requests out: those are retried
+    /// (with jittered backoff, about a minute in all); a setting that differs is not.
     pub async fn provision(&self, replicas: u8) -> Result<(), BusError> {
+        let attempt = || self.provision_once(replicas);
+        attempt
+            .retry(retry_policy(Duration::from_secs(5), 16))
+            .when(|err| matches!(err, BusError::Nats { .. }))
+            .notify(|err, delay| tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "JetStream not ready; retrying"))
+            .await
+    }
+
+    async fn provision_once(&self, replicas: u8) -> Result<(), BusError> {
         let replicas = usize::from(replicas);
         let streams = [
             stream::Config {
@@ -233,9 +255,13 @@ impl Nats {
         }
         tracing::info!(stream = %wanted.name, changes = %changes.join(", "), "updating stream to match the configuration");
         self.js.update_stream(&wanted).await.map_err(|e| {
+            let hint = if current.num_replicas != wanted.num_replicas {
+                "HEXFLOW_NATS_REPLICAS must not exceed the cluster's JetStream nodes"
+            } else {
+                "or change the stream by hand"
+            };
             BusError::Mismatch(format!(
-                "stream {} has {}; the server refused to change it ({e}); fix the configuration \
-                 (HEXFLOW_NATS_REPLICAS must not exceed the cluster's JetStream nodes) or change the stream by hand",
+                "stream {} has {}; the server refused to change it ({e}); {hint}",
                 wanted.name,
                 changes.join(", ")
             ))
@@ -256,15 +282,25 @@ impl Nats {
         confirm: bool,
     ) -> Result<(), BusError> {
         let subject = names::progress_subject(event.session_id);
-        let payload = serde_json::to_vec(event).expect("a progress event always serialises").into();
+        let payload: bytes::Bytes = serde_json::to_vec(event).expect("a progress event always serialises").into();
         let headers = trace.map(TraceContext::to_nats_headers).unwrap_or_default();
         if confirm {
-            self.js
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(failed("publishing progress"))?
-                .await
-                .map_err(failed("confirming progress"))?;
+            // A stream changing leader answers "no stream" or times out for a few seconds:
+            // retried, so a broker node going away does not cost the import an attempt. A
+            // repeated store of the same event is harmless (clients drop a seq they have seen).
+            let publish = || async {
+                self.js
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await
+                    .map_err(failed("publishing progress"))?
+                    .await
+                    .map_err(failed("confirming progress"))
+                    .map(drop)
+            };
+            publish
+                .retry(retry_policy(Duration::from_secs(2), 8))
+                .notify(|err, delay| tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "progress not stored; retrying"))
+                .await?;
         } else {
             self.client.publish_with_headers(subject, headers, payload).await.map_err(failed("publishing progress"))?;
         }
@@ -273,15 +309,104 @@ impl Nats {
 
     /// The latest progress event of an import (its snapshot), if the stream still has one.
     pub async fn last_progress(&self, import_id: Uuid) -> Result<Option<ProgressEvent>, BusError> {
+        Ok(self.last_progress_entry(import_id).await?.map(|(event, _)| event))
+    }
+
+    /// The snapshot with its stream sequence, to publish after it only if nothing else did
+    /// ([`Nats::publish_progress_after`]).
+    pub async fn last_progress_entry(&self, import_id: Uuid) -> Result<Option<(ProgressEvent, u64)>, BusError> {
         let stream =
             self.js.get_stream_no_info(names::PROGRESS_STREAM).await.map_err(failed("opening progress stream"))?;
         match stream.get_last_raw_message_by_subject(&names::progress_subject(import_id)).await {
             Ok(message) => serde_json::from_slice(&message.payload)
-                .map(Some)
+                .map(|event| Some((event, message.sequence)))
                 .map_err(|source| BusError::Malformed { step: "reading progress snapshot", source }),
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(failed("reading progress snapshot")(err)),
         }
+    }
+
+    /// Publishes `event` (confirmed) only if the import's last stored event is still the one at
+    /// stream sequence `after` (`Nats-Expected-Last-Subject-Sequence`); `None` publishes
+    /// unconditionally (the snapshot expired). `Ok(false)` when another event was stored in
+    /// between: of two workers re-publishing the same terminal event, one stores it.
+    pub async fn publish_progress_after(&self, event: &ProgressEvent, after: Option<u64>) -> Result<bool, BusError> {
+        let subject = names::progress_subject(event.session_id);
+        let payload = serde_json::to_vec(event).expect("a progress event always serialises").into();
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(seq) = after {
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, seq.to_string().as_str());
+        }
+        let ack =
+            self.js.publish_with_headers(subject, headers, payload).await.map_err(failed("publishing progress"))?;
+        match ack.await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(err) => Err(failed("confirming progress")(err)),
+        }
+    }
+
+    /// Removes an uploaded object for good: its chunks, then its metadata subject (the object
+    /// store's own delete leaves a `deleted` marker there forever). Idempotent: a missing or
+    /// already deleted object, or one whose chunks are gone, is finished off the same way.
+    pub async fn purge_upload(&self, object_key: &str) -> Result<(), BusError> {
+        use base64::Engine;
+        // The object store names the metadata subject by the object name in URL-safe base64
+        // with padding (async-nats `object_store::encode_object_name`).
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(object_key);
+        self.purge_upload_subject(&format!("$O.{}.M.{encoded}", names::UPLOADS_BUCKET)).await
+    }
+
+    /// [`Nats::purge_upload`] by metadata subject (`$O.<bucket>.M.<encoded name>`).
+    pub async fn purge_upload_subject(&self, meta_subject: &str) -> Result<(), BusError> {
+        let stream = self
+            .js
+            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
+            .await
+            .map_err(failed("opening the uploads stream"))?;
+        let info = match stream.get_last_raw_message_by_subject(meta_subject).await {
+            Ok(message) => serde_json::from_slice::<object_store::ObjectInfo>(&message.payload).ok(),
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(err) => return Err(failed("reading the upload's metadata")(err)),
+        };
+        // Chunks first: a failure in between leaves the metadata, from which a retry finds them.
+        if let Some(nuid) = info.map(|i| i.nuid).filter(|n| !n.is_empty()) {
+            let chunks = format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET);
+            stream.purge().filter(chunks).await.map_err(failed("purging the upload's chunks"))?;
+        }
+        stream.purge().filter(meta_subject).await.map_err(failed("purging the upload's metadata"))?;
+        Ok(())
+    }
+
+    /// Every object of the uploads bucket, deleted ones (markers) included: its metadata
+    /// subject and what that subject holds.
+    pub async fn upload_objects(&self) -> Result<Vec<(String, object_store::ObjectInfo)>, BusError> {
+        use futures::TryStreamExt;
+        let stream = self
+            .js
+            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
+            .await
+            .map_err(failed("opening the uploads stream"))?;
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(format!("$O.{}.M.>", names::UPLOADS_BUCKET))
+            .await
+            .map_err(failed("listing the uploads"))?
+            .try_collect()
+            .await
+            .map_err(failed("listing the uploads"))?;
+        let mut objects = Vec::with_capacity(subjects.len());
+        for (subject, _) in subjects {
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => {
+                    if let Ok(info) = serde_json::from_slice(&message.payload) {
+                        objects.push((subject, info));
+                    }
+                }
+                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+                Err(err) => return Err(failed("reading an upload's metadata")(err)),
+            }
+        }
+        Ok(objects)
     }
 
     /// Records a cancel request (kept in the cancel stream, so a worker that picks the job up

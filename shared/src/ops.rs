@@ -1,5 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics`, the same on every service, served on a listener of
-//! their own (`HEXFLOW_OPS_LISTEN`), never on the public port.
+//! their own (`HEXFLOW_OPS_LISTEN`), never on the public port; and [`serve`], the bounded HTTP
+//! server every listener (public and ops) runs on.
 
 use std::{
     collections::HashMap,
@@ -14,8 +15,16 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+};
 
 use crate::metrics::Metrics;
 
@@ -57,6 +66,171 @@ impl OpsConfig {
     /// How long a failing dependency still counts as ready.
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.ready_grace_secs)
+    }
+}
+
+/// Bounds of a public listener: how many connections it holds at once, and how long a client
+/// may take to send a request's headers.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnLimits {
+    /// Connections served at once on the public port (websockets included); further ones wait in
+    /// the kernel's backlog until one closes [default: the open-file limit minus 256].
+    #[arg(id = "http_max_connections", long = "max-connections", env = "HEXFLOW_MAX_CONNECTIONS", value_name = "HEXFLOW_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// Seconds a client may take to send a request's headers, and an idle keep-alive connection
+    /// may wait for the next request, before the connection is closed.
+    #[arg(id = "http_header_read_timeout_secs", long = "header-read-timeout-secs", env = "HEXFLOW_HEADER_READ_TIMEOUT_SECS",
+          value_name = "HEXFLOW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+}
+
+/// Largest request head (request line and headers) a listener buffers; larger ones get 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// File descriptors kept for everything but client connections (NATS, PostgreSQL, files, ops).
+const RESERVED_FDS: u64 = 256;
+/// Connections the ops listener holds at once: probes and scrapers, never the public.
+const OPS_MAX_CONNECTIONS: u32 = 64;
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits { max_connections: None, header_read_timeout_secs: 10 }
+    }
+}
+
+impl ConnLimits {
+    /// The connection cap: the configured one, or what the open-file limit leaves room for.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.unwrap_or_else(|| {
+            let fds = open_file_limit().unwrap_or(4096);
+            u32::try_from(fds.saturating_sub(RESERVED_FDS).max(64)).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+}
+
+/// The soft limit on open files of this process (Linux; `None` elsewhere).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
+///
+/// Unlike `axum::serve`, every input is bounded: at most `limits.max_connections()` connections
+/// at once (a semaphore around accept: past it, clients wait in the backlog instead of using up
+/// the process's file descriptors), request heads of at most [`MAX_HEADER_BYTES`], read within
+/// the header timeout (which also closes idle keep-alive connections). A connection upgraded to a
+/// websocket keeps its permit until it closes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections() as usize));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout()).max_buf_size(MAX_HEADER_BYTES);
+    // Each connection holds a receiver of `closed`; shutdown waits until every one has dropped it.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let (closed_tx, closed_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // back off instead of spinning.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small frames (progress events, acks) must not wait for the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Permitted { stream, _permit: permit });
+        let connection = http.serve_connection(io, TowerToHyperService::new(router.clone())).with_upgrades();
+        let (mut stop, closed) = (stop_rx.clone(), closed_rx.clone());
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            drop(closed);
+        });
+    }
+    drop(listener);
+    drop(stop_tx);
+    drop(closed_rx);
+    closed_tx.closed().await;
+    Ok(())
+}
+
+/// A connection that holds one of the listener's permits for as long as it is open.
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -102,8 +276,10 @@ impl Ops {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(service = self.service, addr = %addr, "ops endpoints listening (/healthz /readyz /metrics)");
         let app = router(self.clone());
+        // A cap of its own: probes still get in while the public port is flooded.
+        let limits = ConnLimits { max_connections: Some(OPS_MAX_CONNECTIONS), header_read_timeout_secs: 5 };
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
+            if let Err(err) = serve(listener, app, &limits, std::future::pending()).await {
                 tracing::error!(error = %err, "ops listener stopped");
             }
         });
@@ -197,6 +373,15 @@ mod tests {
     async fn a_failure_past_the_grace_period_is_not_ready() {
         let ops = Ops::new("test", &Metrics::default(), Duration::ZERO).with_check("dep", failing());
         assert!(!ops.readiness().await.0);
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_room_under_the_open_file_limit() {
+        let auto = ConnLimits::default().max_connections();
+        if let Some(fds) = open_file_limit() {
+            assert!(u64::from(auto) < fds.max(RESERVED_FDS + 64), "{auto} connections under {fds} files");
+        }
+        assert_eq!(ConnLimits { max_connections: Some(7), ..ConnLimits::default() }.max_connections(), 7);
     }
 
     #[tokio::test]

@@ -44,6 +44,19 @@ const NGINX = process.env.HEXFLOW_NGINX || '/usr/sbin/nginx';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** `promise`, or `onTimeout()` after `ms`; the timer never outlives the race. */
+export async function within(promise, ms, onTimeout) {
+  let timer;
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => { try { resolve(onTimeout()); } catch (e) { reject(e); } }, ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Polls `check()` every `every` ms until it returns something truthy; throws after `ms`. */
 export async function until(check, ms, what, every = 100) {
   const deadline = Date.now() + ms;
@@ -101,6 +114,7 @@ export function request(url, { ca, method = 'GET', headers = {}, body, timeout =
     req.end(body);
   });
 }
+
 /** Runs a command to completion; returns stdout, throws with stderr on failure. */
 export function run(cmd, args, opts = {}) {
   try {
@@ -162,7 +176,7 @@ export class Proc {
       if (this.detached) process.kill(-this.child.pid, signal);
       else this.child.kill(signal);
     } catch { /* already gone */ }
-    const exited = await Promise.race([this.exited, sleep(waitMs).then(() => null)]);
+    const exited = await within(this.exited, waitMs, () => null);
     if (!exited && signal !== 'SIGKILL') return this.kill('SIGKILL', waitMs);
     return exited;
   }
@@ -192,15 +206,23 @@ export async function killAll() {
   }
 }
 
-// Last resort when the test runner itself is torn down (Ctrl-C, an uncaught error).
-process.once('exit', () => {
+// Last resort when the test process itself is torn down (an uncaught error, the runner's
+// SIGTERM on a timeout, Ctrl-C): nothing started here outlives it.
+function killAllNow() {
   for (const p of running) {
     try {
       if (p.detached) process.kill(-p.child.pid, 'SIGKILL');
       else p.child.kill('SIGKILL');
     } catch { /* gone */ }
   }
-});
+}
+process.once('exit', killAllNow);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAllNow();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGTERM' ? 15 : 1));
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Certificates: one CA, one server certificate for 127.0.0.1 and localhost used by every server.
@@ -299,6 +321,21 @@ export class NatsCluster {
     return null;
   }
 
+  /** The leader of every stream, as {stream: server name}, asked of any live node. */
+  async leaders() {
+    for (const node of this.nodes.filter((n) => n.proc.alive)) {
+      try {
+        const { json } = await this.monitor(node, '/jsz?accounts=true&streams=true');
+        const out = {};
+        for (const account of json.account_details ?? []) {
+          for (const s of account.stream_detail ?? []) out[s.name] = s.cluster?.leader ?? null;
+        }
+        return out;
+      } catch { /* try the next node */ }
+    }
+    return {};
+  }
+
   /** Details of `stream` as a node sees it (cluster leader, replicas and their lag). */
   async streamInfo(node, stream) {
     const { json } = await this.monitor(node, '/jsz?accounts=true&streams=true&consumers=true&config=true');
@@ -308,16 +345,20 @@ export class NatsCluster {
     return null;
   }
 
-  /** Waits until `node` is back and its replica of `stream` is current. */
+  /**
+   * Waits until `node` is back and current: its /healthz is ok (which fails while any of its
+   * stream replicas is behind), and the leader of `stream` reports its replica current.
+   */
   async waitCaughtUp(node, stream, ms) {
     await until(async () => {
       if (!node.proc.alive) throw fatal(`${node.name} exited; see ${node.proc.log}`);
-      const h = await this.monitor(node, '/healthz');
-      if (h.status !== 200) return false;
-      const s = await this.streamInfo(node, stream);
-      if (!s?.cluster?.leader) return false;
-      const replicas = s.cluster.replicas ?? [];
-      return replicas.every((r) => r.current && !r.offline);
+      if ((await this.monitor(node, '/healthz')).status !== 200) return false;
+      const leaderName = await this.streamLeader(stream);
+      if (!leaderName) return false;
+      if (leaderName === node.name) return true;
+      const s = await this.streamInfo(this.node(leaderName), stream);
+      const replica = (s?.cluster?.replicas ?? []).find((r) => r.name === node.name);
+      return replica && replica.current && !replica.offline;
     }, ms, `${node.name} to catch up on ${stream}`);
   }
 }
@@ -403,7 +444,7 @@ export class Nginx {
     ng.prefix = prefix;
     ng.ca = certs.ca;
     ng.caPem = certs.caPem;
-    const servers = (addrs) => addrs.map((a) => `server ${a} max_fails=1 fail_timeout=2s;`).join('\n') + '\n';
+    const servers = (addrs) => addrs.map((a) => `server ${a};`).join('\n') + '\n';
     fs.writeFileSync(path.join(site, 'upload-servers.conf'), servers(upload));
     fs.writeFileSync(path.join(site, 'realtime-servers.conf'), servers(realtime));
     fs.writeFileSync(path.join(site, 'https.conf'), [
@@ -422,7 +463,8 @@ export class Nginx {
       `error_log ${path.join(prefix, 'logs', 'error.log')} info;`,
       'events { worker_connections 4096; }',
       'http {',
-      `  access_log ${path.join(prefix, 'logs', 'access.log')};`,
+      '  log_format upstream \'$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time upstream=$upstream_addr $upstream_status\';',
+      `  access_log ${path.join(prefix, 'logs', 'access.log')} upstream;`,
       `  client_body_temp_path ${tmp('body')};`,
       `  proxy_temp_path ${tmp('proxy')};`,
       `  fastcgi_temp_path ${tmp('fastcgi')};`,
@@ -502,7 +544,10 @@ export class Service {
     this.crashes ??= [];
     await until(async () => {
       if (!this.proc.alive) {
-        const why = tail(stripAnsi(this.proc.recentLog()).split('\n').filter((l) => !/^\s+(\d+: |at )/.test(l)).join('\n'), 6);
+        const lines = stripAnsi(this.proc.recentLog()).split('\n');
+        const panic = lines.findIndex((l) => l.includes(' panicked at '));
+        const why = lines.find((l) => l.startsWith('Error: '))
+          ?? (panic >= 0 ? lines.slice(panic, panic + 2).join(' ') : tail(lines.join('\n'), 3));
         if (restarts-- <= 0) throw fatal(`${this.name} exited; see ${this.proc.log}:\n${why}`);
         this.crashes.push(why);
         this.proc.start();
@@ -557,7 +602,9 @@ export function cliImport(file, { server, ca, token, scanDate, logDir, name }) {
     rejectQueued(new Error(`hexflow import exited (${code ?? signal}) before queueing:\n${stderr}\n${stdout}`));
     resolve({ code, signal, stdout, stderr });
   }));
-  running.add({ alive: true, child, kill: async () => { child.kill('SIGKILL'); }, detached: false });
+  const handle = { child, detached: false, kill: async () => { child.kill('SIGKILL'); } };
+  running.add(handle);
+  done.then(() => running.delete(handle));
   return { child, queued, done };
 }
 
@@ -596,7 +643,7 @@ export class Watcher {
     this.socket.on('connect', () => {
       this.connects.push({ t: Date.now(), transport: this.socket.io.engine.transport.name });
       this.record('connect', { id: this.socket.id });
-      for (const id of this.joined) this.join(id).catch((e) => this.errors.push(String(e)));
+      for (const id of this.joined) this.join(id).catch((e) => this.errors.push(String(e?.message ?? e)));
     });
     this.socket.on('connect_error', (err) => this.record('connect_error', { message: err.message }));
     this.socket.on('disconnect', (reason) => {
@@ -624,13 +671,26 @@ export class Watcher {
     await until(() => this.socket.connected, ms, `${this.name} to connect`, 25);
   }
 
-  async join(sessionId) {
+  /**
+   * Joins the import's room, now if connected and again on every reconnect. Resolves with the
+   * first successful ack; a disconnect while waiting, or UNAVAILABLE, is retried until `ms`.
+   */
+  async join(sessionId, ms = 30000) {
     this.joined.add(sessionId);
-    if (!this.socket.connected) return null;
-    const answer = await this.socket.timeout(10000).emitWithAck('join-progress', { sessionId });
-    this.record('ack:join-progress', answer);
-    if (!answer?.ok) throw new Error(`${this.name}: join-progress refused: ${JSON.stringify(answer)}`);
-    return answer;
+    return until(async () => {
+      if (!this.socket.connected) return false;
+      let answer;
+      try {
+        answer = await this.socket.timeout(5000).emitWithAck('join-progress', { sessionId });
+      } catch (e) {
+        this.record('ack:join-progress', { ok: false, error: { code: 'CLIENT', message: String(e?.message ?? e) } });
+        return false;
+      }
+      this.record('ack:join-progress', answer);
+      if (answer?.ok) return answer;
+      if (answer?.error?.code === 'UNAVAILABLE') return false;
+      throw fatal(`${this.name}: join-progress refused: ${JSON.stringify(answer)}`);
+    }, ms, `${this.name} to join ${sessionId}`, 100);
   }
 
   /** The latest progress event shown. */

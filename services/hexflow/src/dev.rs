@@ -4,7 +4,6 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use shared::{
     config::{DbConfig, NatsConfig},
     metrics::Metrics,
@@ -139,10 +138,9 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         tokio::spawn(async move { worker.run(async move { stop.cancelled().await }).await })
     };
     let server_stop = stop.clone();
+    let connections = gateway_config.connections.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener.tap_io(realtime_gateway::no_delay), app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
+        shared::ops::serve(listener, app, &connections, async move { server_stop.cancelled().await }).await
     });
     crate::shutdown_signal().await;
     tracing::info!("stopping");

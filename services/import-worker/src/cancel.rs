@@ -4,11 +4,7 @@
 
 use futures::StreamExt;
 use serde::Deserialize;
-use shared::{
-    ImportJob, Phase, ProgressEvent, Status,
-    events::{ErrorInfo, Metadata, PartialResults, now_ms},
-    names,
-};
+use shared::{ImportJob, Phase, Status, events::ErrorInfo, names};
 use uuid::Uuid;
 
 use crate::Worker;
@@ -66,102 +62,83 @@ pub async fn watch_exhausted_jobs(worker: Worker) {
         if let Err(err) = crate::merge::drop_staging(&worker.db, &staging).await {
             tracing::warn!(import_id = %job.import_id, error = %err, "could not drop the staging table");
         }
-        crate::job::delete_upload(&worker, &job).await;
         end_unclaimed(&worker, job.import_id, attempts as u32, Status::Error, Some(info)).await;
         let _ = stream.delete_message(advisory.stream_seq).await;
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Ended {
-    last_seq: i64,
-    filename: String,
-    format: String,
-    scan_date: String,
-    size_bytes: i64,
-    processed_rows: i64,
-    bytes_processed: i64,
-}
-
-/// Moves an import that no worker is running to `status` (cancelled or error) and publishes the
-/// terminal event. Only a queued import can be cancelled this way; an error may also end one
-/// left `processing` by a dead worker.
+/// Moves an import that no worker is running to `status` (cancelled or error), then publishes
+/// its terminal event and cleans up (`ended::finish`). A queued import can always be ended this
+/// way. A `processing` one only by a delivery of its job (`attempt` > 0) whose number is above
+/// the one that claimed it (the holder is gone), or as `error` by the max-deliveries advisory
+/// (`attempt` is then the last delivery's number): the cancel watcher (`attempt` 0) never ends
+/// a running import, whose worker hears the request itself.
 pub async fn end_unclaimed(worker: &Worker, id: Uuid, attempt: u32, status: Status, error: Option<ErrorInfo>) {
-    let (phase, allowed, message) = match status {
-        Status::Cancelled => (Phase::Cancelled, &["queued"][..], "Cancelled before it started".to_owned()),
-        _ => (
-            Phase::Error,
-            &["queued", "processing"][..],
-            error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "Import failed".into()),
-        ),
+    let (phase, message) = match status {
+        Status::Cancelled => (Phase::Cancelled, "Cancelled before it started".to_owned()),
+        _ => (Phase::Error, error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "Import failed".into())),
     };
-    let ended: Result<Option<Ended>, sqlx::Error> = sqlx::query_as(
-        r#"UPDATE imports SET status = $2, phase = $3, message = $4, error = $5, finished_at = now(),
-                  cancel_requested_at = CASE WHEN $2 = 'cancelled' THEN coalesce(cancel_requested_at, now()) ELSE cancel_requested_at END,
-                  last_seq = last_seq + 1
-           WHERE id = $1 AND status = ANY($6)
-           RETURNING last_seq, filename, format,
-                     to_char(scan_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS scan_date,
-                     size_bytes, processed_rows, bytes_processed"#,
+    let holder_at_most = holder_at_most(status, attempt);
+    // The terminal event goes after whatever the stream shows, and its seq is the row's.
+    let shown = worker.nats.last_progress(id).await.ok().flatten().map(|s| s.seq).unwrap_or(0);
+    let ended = sqlx::query(
+        "UPDATE imports SET status = $2, phase = $3, message = $4, error = $5, finished_at = clock_timestamp(),
+                cancel_requested_at = CASE WHEN $2 = 'cancelled' THEN coalesce(cancel_requested_at, clock_timestamp())
+                                           ELSE cancel_requested_at END,
+                last_seq = greatest(last_seq, $6) + 1
+         WHERE id = $1 AND (status = 'queued' OR (status = 'processing' AND attempts <= $7))",
     )
     .bind(id)
     .bind(status.as_str())
     .bind(phase.as_str())
     .bind(&message)
     .bind(error.as_ref().map(|e| serde_json::to_value(e).expect("error info serialises")))
-    .bind(allowed)
-    .fetch_optional(&worker.db)
+    .bind(shown as i64)
+    .bind(holder_at_most)
+    .execute(&worker.db)
     .await;
-    let ended = match ended {
-        Ok(Some(ended)) => ended,
-        Ok(None) => return,
+    match ended {
+        Ok(done) if done.rows_affected() == 0 => return,
+        Ok(_) => {}
         Err(err) => {
             tracing::error!(import_id = %id, error = %err, "could not end the import");
             return;
         }
-    };
-    let snapshot = worker.nats.last_progress(id).await.ok().flatten();
-    let seq = (ended.last_seq as u64).max(snapshot.as_ref().map(|s| s.seq + 1).unwrap_or(0));
-    if seq > ended.last_seq as u64 {
-        let _ = sqlx::query("UPDATE imports SET last_seq = $2 WHERE id = $1")
-            .bind(id)
-            .bind(seq as i64)
-            .execute(&worker.db)
-            .await;
-    }
-    let event = ProgressEvent {
-        session_id: id,
-        seq,
-        status,
-        phase,
-        progress: snapshot.as_ref().map(|s| s.progress).unwrap_or(0.0),
-        message,
-        processed_rows: ended.processed_rows as u64,
-        total_rows: None,
-        bytes_processed: ended.bytes_processed as u64,
-        total_bytes: ended.size_bytes as u64,
-        eta_seconds: None,
-        rows_per_second: 0.0,
-        attempt,
-        timestamp: now_ms(),
-        metadata: Metadata {
-            operation: "csv-import".into(),
-            filename: ended.filename,
-            format: ended.format,
-            scan_date: ended.scan_date,
-            current_step: 0,
-            total_steps: crate::progress::TOTAL_STEPS,
-        },
-        summary: None,
-        error,
-        partial_results: Some(PartialResults {
-            processed_rows: ended.processed_rows as u64,
-            bytes_processed: ended.bytes_processed as u64,
-            validation_errors: 0,
-        }),
-    };
-    if let Err(err) = worker.nats.publish_progress(&event, None, true).await {
-        tracing::error!(import_id = %id, error = %err, "could not publish the terminal event");
     }
     tracing::info!(import_id = %id, status = status.as_str(), "import ended without running");
+    if let Err(err) = crate::ended::finish(worker, id).await {
+        tracing::warn!(import_id = %id, error = %err, "terminal event or cleanup not done; the sweep will finish it");
+    }
+}
+
+/// The highest `attempts` (the token of the attempt that claimed it) of a `processing` import
+/// that [`end_unclaimed`] may end: none for the cancel watcher (`attempt` 0); below its own
+/// number for a delivery that finds a cancel request (the holder it replaces is gone); up to
+/// the last delivery's number for the max-deliveries advisory or a last delivery giving up.
+fn holder_at_most(status: Status, attempt: u32) -> i64 {
+    match (status, attempt) {
+        (_, 0) => -1,
+        (Status::Cancelled, n) => i64::from(n) - 1,
+        (_, n) => i64::from(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cancel_watcher_never_ends_a_running_import() {
+        assert_eq!(holder_at_most(Status::Cancelled, 0), -1);
+    }
+
+    #[test]
+    fn a_delivery_cancels_only_an_import_an_earlier_delivery_claimed() {
+        assert_eq!(holder_at_most(Status::Cancelled, 3), 2);
+    }
+
+    #[test]
+    fn the_last_delivery_may_end_the_import_it_claimed_itself_as_error() {
+        assert_eq!(holder_at_most(Status::Error, 5), 5);
+    }
 }

@@ -76,6 +76,31 @@ pub struct Config {
         default_value_t = 16 * 1024 * 1024
     )]
     pub early_slice_bytes: usize,
+    /// Seconds between two passes of the sweep, which finishes ended imports whose terminal
+    /// event or cleanup did not complete and removes orphaned uploads (one worker at a time).
+    #[arg(long = "sweep-secs", env = "HEXFLOW_WORKER_SWEEP_SECS", value_name = "HEXFLOW_WORKER_SWEEP_SECS",
+          default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sweep_secs: u64,
+    /// Age in seconds past which an uploaded file that no queued or running import refers to is
+    /// removed. An upload in flight has no import row yet: keep this above the longest upload
+    /// (the gateway's HEXFLOW_REQUEST_TIMEOUT_SECS, 3600 by default).
+    #[arg(
+        long = "upload-orphan-grace-secs",
+        env = "HEXFLOW_UPLOAD_ORPHAN_GRACE_SECS",
+        value_name = "HEXFLOW_UPLOAD_ORPHAN_GRACE_SECS",
+        default_value_t = 7200
+    )]
+    pub upload_orphan_grace_secs: u64,
+    /// For tests only: milliseconds to wait between the merge's commit and the terminal event,
+    /// widening the window in which a crash leaves an ended import without its event.
+    #[arg(
+        long = "test-delay-after-commit-ms",
+        env = "HEXFLOW_WORKER_TEST_DELAY_AFTER_COMMIT_MS",
+        value_name = "HEXFLOW_WORKER_TEST_DELAY_AFTER_COMMIT_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_delay_after_commit_ms: u64,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -110,6 +135,9 @@ impl Config {
             progress_interval_ms: 50,
             shutdown_grace_secs: 30,
             early_slice_bytes: 16 * 1024 * 1024,
+            sweep_secs: 60,
+            upload_orphan_grace_secs: 7200,
+            test_delay_after_commit_ms: 0,
             nats,
             db,
             telemetry: TelemetryConfig::default(),

@@ -76,6 +76,14 @@ impl EarlyWriter {
         if !first {
             return Ok(None);
         }
+        // The transaction holds the staging table from now on, so whatever ends the sessions
+        // holding it (a later attempt of this import, the sweep) ends this one too, and with it
+        // the advisory lock, which would otherwise keep every later merge of the tenant and
+        // scanner waiting on a worker that is frozen or gone.
+        sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", target.staging)))
+            .execute(&mut *tx)
+            .await
+            .step("holding the staging table")?;
         // Outside the transaction: an index built inside it would hold a lock that keeps the
         // loading connection's COPY waiting until the commit.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE INDEX ON {} (line)", target.staging)))
@@ -108,21 +116,15 @@ impl EarlyWriter {
     }
 
     /// Records the scanner checks, marks the import completed with `summary` (the new findings
-    /// are `inserted`), and commits.
-    pub async fn commit(
-        mut self,
-        mut summary: Summary,
-        inserted: u64,
-        seq: u64,
-        reporter: &Reporter,
-    ) -> Result<Summary> {
+    /// are `inserted`), and commits; `Err(JobError::Fenced)` (rolled back) when a newer attempt
+    /// holds the import.
+    pub async fn commit(mut self, mut summary: Summary, inserted: u64, reporter: &Reporter) -> Result<Summary> {
         let spec = self.target.spec();
         merge::record_checks(&mut self.tx, &spec).await.step("recording scanner checks")?;
         summary.new = inserted;
         merge::refresh_statistics(&mut self.tx, inserted).await.step("analysing findings")?;
-        merge::complete(&mut self.tx, self.target.import_id, &mut summary, seq, reporter)
-            .await
-            .step("completing the import")?;
+        let done = merge::complete(&mut self.tx, &summary, reporter).await.step("completing the import")?;
+        let Some(summary) = done else { return Err(crate::error::JobError::Fenced) };
         self.tx.commit().await.step("committing the merge")?;
         Ok(summary)
     }

@@ -23,6 +23,10 @@ pub enum JobError {
     /// A cancel request arrived: term, `cancelled` event.
     #[error("cancelled")]
     Cancelled,
+    /// A newer attempt holds the import, or it has ended (see `fence`): no row change, no event,
+    /// no acknowledgement.
+    #[error("a newer attempt holds the import, or it has ended")]
+    Fenced,
 }
 
 impl JobError {

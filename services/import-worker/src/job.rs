@@ -8,7 +8,7 @@ use formats::{Format, Limits};
 use futures::StreamExt;
 use shared::{
     ImportJob, Phase,
-    events::{ErrorDetails, ErrorInfo, Metadata, PartialResults, Summary},
+    events::{ErrorDetails, ErrorInfo, Metadata, Summary},
     names,
     telemetry::TraceContext,
 };
@@ -19,7 +19,9 @@ use uuid::Uuid;
 use crate::{
     Worker,
     early::{self, EarlyWriter, EarlyWrites},
+    ended::{self, EndedRow},
     error::{JobError, Result, StepExt},
+    fence::Fence,
     load::{self, LoadSpec},
     merge::{self, MergeSpec},
     progress::Reporter,
@@ -58,6 +60,12 @@ pub async fn handle(worker: Worker, message: Message) {
         let heartbeat = spawn_heartbeat(message.clone(), worker.config.ack_wait());
         let ack = run(&worker, &job, attempt, trace).await;
         heartbeat.abort();
+        let Some(ack) = ack else {
+            // This delivery is no longer the one JetStream tracks: an ack or a term would end
+            // the live attempt's message, a nak would start yet another attempt.
+            tracing::info!("fenced: a newer attempt holds the import, or it has ended; leaving the job alone");
+            return;
+        };
         if let Err(err) = message.ack_with(ack).await {
             tracing::warn!(error = %err, ?ack, "could not acknowledge the job; it may be delivered again");
         }
@@ -80,8 +88,8 @@ fn spawn_heartbeat(message: Message, ack_wait: Duration) -> tokio::task::JoinHan
     })
 }
 
-/// Runs the attempt and decides the acknowledgement.
-async fn run(worker: &Worker, job: &ImportJob, attempt: u32, trace: Option<TraceContext>) -> AckKind {
+/// Runs the attempt and decides the acknowledgement (`None`: fenced, none at all).
+async fn run(worker: &Worker, job: &ImportJob, attempt: u32, trace: Option<TraceContext>) -> Option<AckKind> {
     let id = job.import_id;
     let staging = names::staging_table(id);
     // Subscribe before looking for an earlier request, so none falls in between.
@@ -96,7 +104,9 @@ async fn run(worker: &Worker, job: &ImportJob, attempt: u32, trace: Option<Trace
                 }
             })
         }
-        Err(err) => return retry_later(worker, job, attempt, &format!("subscribing to cancel requests: {err}")).await,
+        Err(err) => {
+            return Some(retry_later(worker, job, attempt, &format!("subscribing to cancel requests: {err}")).await);
+        }
     };
     let ack = attempt_import(worker, job, attempt, trace, &staging, &cancel).await;
     listener.abort();
@@ -110,40 +120,45 @@ async fn attempt_import(
     trace: Option<TraceContext>,
     staging: &str,
     cancel: &CancellationToken,
-) -> AckKind {
+) -> Option<AckKind> {
     let id = job.import_id;
     let db = &worker.db;
-    let status: Option<String> =
-        match sqlx::query_scalar("SELECT status FROM imports WHERE id = $1").bind(id).fetch_optional(db).await {
-            Ok(s) => s,
-            Err(err) => return retry_later(worker, job, attempt, &format!("reading the import: {err}")).await,
-        };
-    match status.as_deref() {
-        None => {
-            tracing::warn!("job for an import that does not exist; dropping it");
-            return AckKind::Term;
+    let row = match EndedRow::load(db, id).await {
+        Ok(row) => row,
+        Err(err) => return Some(retry_later(worker, job, attempt, &format!("reading the import: {err}")).await),
+    };
+    let Some(row) = row else {
+        tracing::warn!("job for an import that does not exist; dropping it");
+        return Some(AckKind::Term);
+    };
+    if row.is_ended() {
+        // A redelivery after the end (a crash between the commit and the terminal event or the
+        // ack): the terminal event and the cleanup are finished from the row.
+        tracing::info!(
+            status = row.status().as_str(),
+            "import already ended; finishing its terminal event and cleanup"
+        );
+        if let Err(err) = ended::finish(worker, id).await {
+            tracing::warn!(error = %err, "could not finish the ended import; the sweep will");
         }
-        Some("completed" | "error" | "cancelled") => {
-            // A redelivery after the end (e.g. a crash between commit and ack): just clean up.
-            let _ = merge::drop_staging(db, staging).await;
-            tracing::info!(status = status.as_deref(), "import already ended; acknowledging the redelivery");
-            return AckKind::Ack;
-        }
-        _ => {}
+        return Some(AckKind::Ack);
     }
     match worker.nats.cancel_requested(id).await {
         Ok(false) => {}
         Ok(true) => {
-            // Cancelled while it waited in the queue: it does not run at all.
+            // Cancelled while it waited in the queue (or while no worker held it): it does not run.
             crate::cancel::end_unclaimed(worker, id, attempt, shared::Status::Cancelled, None).await;
-            delete_upload(worker, job).await;
-            return AckKind::Term;
+            return Some(AckKind::Term);
         }
-        Err(err) => return retry_later(worker, job, attempt, &format!("checking cancel requests: {err}")).await,
+        Err(err) => {
+            return Some(retry_later(worker, job, attempt, &format!("checking cancel requests: {err}")).await);
+        }
     }
+    // The claim records this delivery's number as the fencing token, unless a later delivery
+    // already did (this one is stale).
     let claim: Option<Claim> = match sqlx::query_as(
-        "UPDATE imports SET status = 'processing', attempts = greatest(attempts, $2), started_at = coalesce(started_at, now())
-         WHERE id = $1 AND status IN ('queued', 'processing')
+        "UPDATE imports SET status = 'processing', attempts = $2, started_at = coalesce(started_at, clock_timestamp())
+         WHERE id = $1 AND status IN ('queued', 'processing') AND attempts < $2
          RETURNING last_seq, size_bytes",
     )
     .bind(id)
@@ -152,19 +167,17 @@ async fn attempt_import(
     .await
     {
         Ok(c) => c,
-        Err(err) => return retry_later(worker, job, attempt, &format!("claiming the import: {err}")).await,
+        Err(err) => return Some(retry_later(worker, job, attempt, &format!("claiming the import: {err}")).await),
     };
     let Some(claim) = claim else {
-        tracing::info!("import ended while queued; acknowledging");
-        return AckKind::Ack;
+        return fenced(worker, id).await;
     };
+    let fence = Fence::new(db.clone(), id, attempt);
     let snapshot_seq = worker.nats.last_progress(id).await.ok().flatten().map(|e| e.seq).unwrap_or(0);
     let mut reporter = Reporter::new(
         worker.nats.clone(),
-        db.clone(),
+        fence.clone(),
         trace.map(TraceContext::for_next_hop),
-        id,
-        attempt,
         snapshot_seq.max(claim.last_seq as u64),
         claim.size_bytes as u64,
         Metadata {
@@ -182,11 +195,8 @@ async fn attempt_import(
     worker.metrics.jobs_active.add(1);
     let result = pipeline(worker, job, staging, &mut reporter, cancel).await;
     worker.metrics.jobs_active.add(-1);
-    // A cancel or failure can leave the early writer's statement running in PostgreSQL: it is
-    // ended with the table.
-    let _ = merge::drop_staging(db, staging).await;
     let partial = reporter.partial_results();
-    match result {
+    let (ended, ack) = match result {
         Ok(summary) => {
             worker.metrics.jobs_completed.inc();
             worker.metrics.rows.add(summary.rows);
@@ -197,43 +207,91 @@ async fn attempt_import(
                 ms = summary.duration_ms,
                 "import completed"
             );
-            if let Err(err) = reporter.completed(summary).await {
-                tracing::warn!(error = %err, "completed event not published; the import row says completed");
+            if worker.config.test_delay_after_commit_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(worker.config.test_delay_after_commit_ms)).await;
             }
-            delete_upload(worker, job).await;
-            AckKind::Ack
+            (Ok(()), AckKind::Ack)
         }
+        Err(JobError::Fenced) => return fenced(worker, id).await,
         Err(JobError::Cancelled) => {
-            worker.metrics.jobs_cancelled.inc();
-            tracing::info!("import cancelled; staging dropped, findings untouched");
-            if let Err(err) = reporter.cancelled(partial).await {
-                tracing::error!(error = %err, "could not record the cancellation");
-                return AckKind::Nak(Some(Duration::from_secs(1)));
+            tracing::info!("import cancelled; findings untouched");
+            match reporter.cancelled(partial).await {
+                Ok(()) => worker.metrics.jobs_cancelled.inc(),
+                Err(JobError::Fenced) => return fenced(worker, id).await,
+                Err(err) => {
+                    tracing::error!(error = %err, "could not record the cancellation");
+                    return Some(AckKind::Nak(Some(Duration::from_secs(1))));
+                }
             }
-            delete_upload(worker, job).await;
-            AckKind::Term
+            (Ok(()), AckKind::Term)
         }
         Err(JobError::Invalid(info)) => {
-            worker.metrics.jobs_failed.inc();
             tracing::warn!(code = %info.code, message = %info.message, "import failed: the file cannot be imported");
-            if let Err(err) = reporter.failed(*info, partial).await {
-                tracing::error!(error = %err, "could not record the failure");
-            }
-            delete_upload(worker, job).await;
-            AckKind::Term
+            worker.metrics.jobs_failed.inc();
+            (reporter.failed(*info, partial).await, AckKind::Term)
         }
         Err(err @ JobError::Transient { .. }) => {
             tracing::warn!(error = %err, "attempt failed");
             if i64::from(attempt) >= worker.config.max_deliver {
-                give_up(worker, job, &mut reporter, &err.to_string(), partial).await;
-                return AckKind::Term;
+                let info = gave_up_error(worker.config.max_deliver, &err.to_string());
+                worker.metrics.jobs_failed.inc();
+                (reporter.failed(info, partial).await, AckKind::Term)
+            } else {
+                return retry(worker, &mut reporter, staging, attempt, &err).await;
             }
-            let delay = backoff(attempt);
-            let _ =
-                reporter.retrying(format!("Attempt {attempt} failed ({err}); retrying in {}s", delay.as_secs())).await;
-            AckKind::Nak(Some(delay))
+        }
+    };
+    match ended {
+        Ok(()) => {}
+        Err(JobError::Fenced) => return fenced(worker, id).await,
+        Err(err) => {
+            tracing::error!(error = %err, "could not record the failure");
+            return Some(AckKind::Nak(Some(Duration::from_secs(1))));
         }
     }
+    if let Err(err) = ended::finish(worker, id).await {
+        // The row says how it ended; a redelivery or the sweep publishes and cleans up.
+        tracing::warn!(error = %err, "terminal event or cleanup not done; the sweep will finish it");
+    }
+    Some(ack)
+}
+
+/// Hands the job back after a transient failure: this attempt's staging goes first (only while
+/// it still holds the import), then the row and a `processing` event say it will be retried.
+async fn retry(
+    worker: &Worker,
+    reporter: &mut Reporter,
+    staging: &str,
+    attempt: u32,
+    err: &JobError,
+) -> Option<AckKind> {
+    let id = reporter.fence().import_id;
+    // A cancel or failure can leave the early writer's statement running in PostgreSQL: it is
+    // ended with the table.
+    match merge::drop_staging_if_current(&worker.db, reporter.fence(), staging).await {
+        Err(JobError::Fenced) => return fenced(worker, id).await,
+        Err(e) => tracing::warn!(error = %e, "could not drop the staging table; the next attempt will"),
+        Ok(()) => {}
+    }
+    let delay = backoff(attempt);
+    match reporter.retrying(format!("Attempt {attempt} failed ({err}); retrying in {}s", delay.as_secs())).await {
+        Err(JobError::Fenced) => fenced(worker, id).await,
+        _ => Some(AckKind::Nak(Some(delay))),
+    }
+}
+
+/// A fenced attempt stops quietly. When the import has ended and a stale event of this attempt
+/// slipped in after the terminal one, the terminal event is put back on top.
+async fn fenced(worker: &Worker, id: Uuid) -> Option<AckKind> {
+    match EndedRow::load(&worker.db, id).await {
+        Ok(Some(row)) if row.is_ended() => {
+            if let Err(err) = ended::republish(&worker.db, &worker.nats, row).await {
+                tracing::warn!(error = %err, "could not check the terminal event");
+            }
+        }
+        _ => {}
+    }
+    None
 }
 
 /// The steps, each behind the previous one's success.
@@ -256,13 +314,8 @@ async fn pipeline(
     reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
     // An earlier attempt of this job died: what it left goes first, with its session if that
     // is still running a statement.
-    merge::drop_staging(db, staging).await?;
+    merge::drop_staging_if_current(db, reporter.fence(), staging).await?;
     merge::create_staging(db, staging).await?;
-    sqlx::query("DELETE FROM import_row_errors WHERE import_id = $1")
-        .bind(job.import_id)
-        .execute(db)
-        .await
-        .step("clearing earlier row errors")?;
     let limits = Limits { max_line_bytes: worker.config.max_line_bytes, ..Limits::default() };
     let target = early::Target {
         import_id: job.import_id,
@@ -287,7 +340,7 @@ async fn pipeline(
     };
     let loaded = load::load(db, &worker.nats, spec, reporter, cancel).await?;
     reporter.loaded(loaded.counters);
-    record_row_errors(db, job.import_id, &loaded.row_errors).await?;
+    record_row_errors(db, reporter.fence(), &loaded.row_errors).await?;
     let c = loaded.counters;
     if c.invalid > 0 && c.invalid as f64 > worker.config.max_invalid_ratio * c.rows as f64 {
         let first = loaded.row_errors.first();
@@ -328,10 +381,7 @@ async fn pipeline(
     if let Some(writes) = loaded.early {
         let staged = loaded.findings - loaded.staged.folded;
         match finish_early(writes, staged, reporter, cancel).await? {
-            Some((writer, inserted)) => {
-                let seq = reporter.next_seq();
-                return writer.commit(summary, inserted, seq, reporter).await;
-            }
+            Some((writer, inserted)) => return writer.commit(summary, inserted, reporter).await,
             None => tracing::info!("a finding key repeats out of order: the findings are merged after loading instead"),
         }
     }
@@ -343,8 +393,7 @@ async fn pipeline(
         staging,
         unique: loaded.staged.unique,
     };
-    let seq = reporter.next_seq();
-    let summary = merge::merge(db, &spec, summary, seq, reporter, cancel).await?;
+    let summary = merge::merge(db, &spec, summary, reporter, cancel).await?;
     worker.observe_merge(c.rows, merge_started.elapsed());
     Ok(summary)
 }
@@ -372,26 +421,43 @@ async fn finish_early(
     }
 }
 
-/// Stores the first invalid rows for the report.
-async fn record_row_errors(db: &sqlx::PgPool, import_id: Uuid, errors: &[formats::RowError]) -> Result<()> {
-    if errors.is_empty() {
-        return Ok(());
+/// Replaces the import's invalid rows with this attempt's first ones, under the row lock of a
+/// fence check (a newer attempt cannot claim the import in between).
+async fn record_row_errors(db: &sqlx::PgPool, fence: &Fence, errors: &[formats::RowError]) -> Result<()> {
+    let mut tx = db.begin().await.step("recording invalid rows")?;
+    let current: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM imports WHERE id = $1 AND attempts = $2 AND status = 'processing' FOR SHARE")
+            .bind(fence.import_id)
+            .bind(fence.attempt as i32)
+            .fetch_optional(&mut *tx)
+            .await
+            .step("checking the attempt's fence")?;
+    if current.is_none() {
+        return Err(JobError::Fenced);
     }
-    let column = |f: fn(&formats::RowError) -> String| errors.iter().map(f).collect::<Vec<String>>();
-    sqlx::query(
-        "INSERT INTO import_row_errors (import_id, line, column_name, value, code, expected, message)
-         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
-    )
-    .bind(import_id)
-    .bind(errors.iter().map(|e| e.line as i64).collect::<Vec<_>>())
-    .bind(column(|e| e.column.clone()))
-    .bind(column(|e| e.value.replace('\0', "")))
-    .bind(column(|e| e.code.to_string()))
-    .bind(column(|e| e.expected.clone()))
-    .bind(column(|e| e.message.clone()))
-    .execute(db)
-    .await
-    .step("recording invalid rows")?;
+    sqlx::query("DELETE FROM import_row_errors WHERE import_id = $1")
+        .bind(fence.import_id)
+        .execute(&mut *tx)
+        .await
+        .step("clearing earlier row errors")?;
+    if !errors.is_empty() {
+        let column = |f: fn(&formats::RowError) -> String| errors.iter().map(f).collect::<Vec<String>>();
+        sqlx::query(
+            "INSERT INTO import_row_errors (import_id, line, column_name, value, code, expected, message)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+        )
+        .bind(fence.import_id)
+        .bind(errors.iter().map(|e| e.line as i64).collect::<Vec<_>>())
+        .bind(column(|e| e.column.clone()))
+        .bind(column(|e| e.value.replace('\0', "")))
+        .bind(column(|e| e.code.to_string()))
+        .bind(column(|e| e.expected.clone()))
+        .bind(column(|e| e.message.clone()))
+        .execute(&mut *tx)
+        .await
+        .step("recording invalid rows")?;
+    }
+    tx.commit().await.step("recording invalid rows")?;
     Ok(())
 }
 
@@ -403,15 +469,6 @@ async fn retry_later(worker: &Worker, job: &ImportJob, attempt: u32, cause: &str
         return AckKind::Term;
     }
     AckKind::Nak(Some(backoff(attempt)))
-}
-
-async fn give_up(worker: &Worker, job: &ImportJob, reporter: &mut Reporter, cause: &str, partial: PartialResults) {
-    worker.metrics.jobs_failed.inc();
-    let info = gave_up_error(worker.config.max_deliver, cause);
-    if let Err(err) = reporter.failed(info, partial).await {
-        tracing::error!(error = %err, "could not record the failure");
-    }
-    delete_upload(worker, job).await;
 }
 
 /// The error shown when every delivery failed for reasons outside the file.
@@ -441,19 +498,4 @@ async fn mark_failed(worker: &Worker, job: &ImportJob, attempt: u32, cause: &str
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_secs((2u64 << attempt.min(5)).min(60))
-}
-
-/// Removes the uploaded file unless uploads are kept.
-pub(crate) async fn delete_upload(worker: &Worker, job: &ImportJob) {
-    if worker.config.keep_uploads {
-        return;
-    }
-    match worker.nats.uploads().await {
-        Ok(store) => {
-            if let Err(err) = store.delete(&job.object_key).await {
-                tracing::warn!(object = %job.object_key, error = %err, "could not delete the uploaded file");
-            }
-        }
-        Err(err) => tracing::warn!(error = %err, "could not open the uploads bucket"),
-    }
 }

@@ -12,6 +12,9 @@
 //! - [`error`]: `JobError` and what each variant means for the job message.
 //! - `consumer`: the pull loop with bounded concurrency.
 //! - `job`: one attempt, from claim to acknowledgement.
+//! - `fence`: which attempt may still write (the delivery number as fencing token).
+//! - `ended`: the terminal event derived from the row, and the cleanup of an ended import.
+//! - `sweep`: the periodic pass that finishes ended imports and removes orphaned uploads.
 //! - `load`: object → format reader → COPY.
 //! - `merge`: the lifecycle merge transaction.
 //! - `object`: the uploaded file, read chunk by chunk.
@@ -23,13 +26,16 @@ mod cancel;
 pub mod config;
 mod consumer;
 mod early;
+mod ended;
 pub mod error;
+mod fence;
 mod job;
 mod load;
 mod merge;
 mod object;
 mod progress;
 mod staging;
+mod sweep;
 
 use std::{
     future::Future,
@@ -120,6 +126,7 @@ impl Worker {
         let watchers = [
             tokio::spawn(cancel::watch_cancel_requests(self.clone())),
             tokio::spawn(cancel::watch_exhausted_jobs(self.clone())),
+            tokio::spawn(sweep::run(self.clone())),
         ];
         let trigger = stop.clone();
         let ops = self.ops.clone();

@@ -66,12 +66,11 @@ pub struct MergeSpec<'a> {
 }
 
 /// Runs the merge, retrying on deadlock or serialisation failure. `summary` arrives with the
-/// row counts filled in; the lifecycle counts are added. `seq` is recorded on the import row.
+/// row counts filled in; the lifecycle counts are added (and the duration, by [`complete`]).
 pub async fn merge(
     db: &PgPool,
     spec: &MergeSpec<'_>,
     summary: Summary,
-    seq: u64,
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> Result<Summary> {
@@ -79,7 +78,7 @@ pub async fn merge(
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
-        let result = try_merge(db, spec, &mut counted, seq, reporter, cancel).await;
+        let result = try_merge(db, spec, &mut counted, reporter, cancel).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
                 tracing::warn!(import_id = %spec.import_id, attempt, error = %e, "merge conflicted; retrying");
@@ -133,12 +132,14 @@ async fn try_merge(
     db: &PgPool,
     spec: &MergeSpec<'_>,
     summary: &mut Summary,
-    seq: u64,
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> std::result::Result<(), MergeError> {
     let mut tx: Transaction<'_, Postgres> = db.begin().await?;
     sqlx::query("SET LOCAL work_mem = '128MB'").execute(&mut *tx).await?;
+    // Held before the advisory lock: a later attempt of this import ends the sessions holding
+    // the staging table, so a frozen attempt cannot keep the tenant's merges waiting.
+    sqlx::query(AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", spec.staging))).execute(&mut *tx).await?;
     // One merge at a time per tenant and scanner: the resolve step reads what others write, and
     // the findings are inserted without ON CONFLICT because no other merge can add the same keys.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
@@ -297,7 +298,11 @@ async fn try_merge(
     if cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
-    complete(&mut tx, spec.import_id, summary, seq, reporter).await?;
+    match complete(&mut tx, summary, reporter).await? {
+        Some(done) => *summary = done,
+        // A newer attempt holds the import: everything above is rolled back.
+        None => return Err(MergeError::Job(JobError::Fenced)),
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -342,36 +347,42 @@ pub(crate) fn insert_new(incoming: &str) -> String {
 }
 
 /// Marks the import completed with its summary, in the merge's transaction: a crash after the
-/// commit cannot merge twice.
+/// commit cannot merge twice. Conditional on the attempt's fence (`None`: fenced, nothing
+/// written). `finished_at` is the moment of the update (`clock_timestamp()`, not the start of
+/// the transaction), and the summary's `durationMs` is `finished_at - started_at`, so the row
+/// and the summary agree; `last_seq` becomes the seq of the terminal event, which is then
+/// published from the row (`ended::finish`).
 pub(crate) async fn complete(
     tx: &mut Transaction<'_, Postgres>,
-    import_id: Uuid,
-    summary: &mut Summary,
-    seq: u64,
+    summary: &Summary,
     reporter: &Reporter,
-) -> sqlx::Result<()> {
-    summary.duration_ms = reporter.elapsed().as_millis() as u64;
-    summary.rows_per_second = if summary.duration_ms == 0 {
-        summary.rows as f64
-    } else {
-        (summary.rows as f64 * 1000.0 / summary.duration_ms as f64).round()
-    };
+) -> sqlx::Result<Option<Summary>> {
+    let fence = reporter.fence();
     let message = crate::progress::completion_message(summary);
-    sqlx::query(
-        "UPDATE imports SET status = 'completed', phase = 'complete', progress = 100, summary = $2, message = $3,
+    let done: Option<sqlx::types::Json<Summary>> = sqlx::query_scalar(
+        "UPDATE imports SET status = 'completed', phase = 'complete', progress = 100, message = $3,
+                summary = $2::jsonb || jsonb_build_object(
+                    'durationMs', d.ms,
+                    'rowsPerSecond', CASE WHEN d.ms = 0 THEN $5::float8 ELSE round($5 * 1000.0 / d.ms) END),
                 last_seq = greatest(last_seq, $4), processed_rows = $5, total_rows = $5,
-                validation_errors = $6, finished_at = now()
-         WHERE id = $1",
+                validation_errors = $6, finished_at = d.at
+         FROM (SELECT clock_timestamp() AS at) c,
+              LATERAL (SELECT c.at,
+                              greatest(0, (extract(epoch FROM c.at - i.started_at) * 1000)::bigint) AS ms
+                       FROM imports i WHERE i.id = $1) d
+         WHERE imports.id = $1 AND imports.status = 'processing' AND imports.attempts = $7
+         RETURNING imports.summary",
     )
-    .bind(import_id)
-    .bind(serde_json::to_value(&*summary).expect("a summary serialises"))
+    .bind(fence.import_id)
+    .bind(serde_json::to_value(summary).expect("a summary serialises"))
     .bind(message)
-    .bind(seq as i64)
+    .bind(reporter.next_seq() as i64)
     .bind(summary.rows as i64)
     .bind(summary.validation_errors as i64)
-    .execute(&mut **tx)
+    .bind(fence.attempt as i32)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(())
+    Ok(done.map(|s| s.0))
 }
 
 /// A write of the merge, with the parameters they all take: `$1` tenant, `$2` scanner, `$3` scan
@@ -383,9 +394,9 @@ pub(crate) fn write<'q>(
     sqlx::query(AssertSqlSafe(sql)).bind(spec.tenant).bind(spec.scanner).bind(spec.scan_date).bind(spec.import_id)
 }
 
-/// Drops the import's staging table (after an attempt, or before a new one). A statement that
-/// a dead or abandoned attempt started (a long merge) runs on in PostgreSQL until it tries to
-/// answer, holding its locks: any session still holding the table is ended first.
+/// Drops the staging table of an ended import (or one whose last delivery died). A statement
+/// that a dead or abandoned attempt started (a long merge) runs on in PostgreSQL until it tries
+/// to answer, holding its locks: any session still holding the table is ended first.
 pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
     let ended = sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_locks
@@ -401,6 +412,34 @@ pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
         .execute(db)
         .await
         .step("dropping the staging table")?;
+    Ok(())
+}
+
+/// [`drop_staging`] by the attempt `fence` while it still holds the import (before it starts,
+/// or before it hands the job back): `Err(JobError::Fenced)` otherwise, and nothing is touched,
+/// so a stale attempt never ends the sessions of the live one. The import row stays locked
+/// until the table is gone, so no newer attempt can claim the import in between.
+pub async fn drop_staging_if_current(db: &PgPool, fence: &crate::fence::Fence, staging: &str) -> Result<()> {
+    // A DO block takes no parameters: the values are a UUID, an integer and a name made of hex.
+    let sql = format!(
+        "DO $$
+         BEGIN
+           PERFORM 1 FROM imports WHERE id = '{id}' AND attempts = {attempt} FOR UPDATE;
+           IF NOT FOUND THEN
+             RAISE EXCEPTION 'attempt {attempt} of import {id} is fenced' USING ERRCODE = '{code}';
+           END IF;
+           PERFORM pg_terminate_backend(pid) FROM pg_locks
+            WHERE relation = to_regclass('{staging}') AND pid <> pg_backend_pid();
+           DROP TABLE IF EXISTS {staging};
+         END $$",
+        id = fence.import_id,
+        attempt = fence.attempt,
+        code = crate::fence::FENCED_SQLSTATE,
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(db)
+        .await
+        .map_err(|e| crate::fence::fenced_or(e, "dropping the staging table"))?;
     Ok(())
 }
 

@@ -42,14 +42,27 @@ async fn fetch_with_retry(
 /// Opens the object `key` of the uploads bucket; the reader yields its bytes in order.
 pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
     let store = nats.uploads().await.step("opening uploads bucket")?;
-    let info = store.info(key).await.map_err(|e| {
-        JobError::invalid(
-            "UPLOAD_MISSING",
-            format!("the uploaded file is no longer in the object store ({e})"),
-            Default::default(),
-            &["Upload the file again."],
-        )
-    })?;
+    // In a cluster the answer may come from a replica that has not caught up with the upload
+    // yet (the bucket allows direct reads): "not found" is believed after a few tries only.
+    let mut tries = 0;
+    let info = loop {
+        match store.info(key).await {
+            Ok(info) => break info,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "upload not found yet; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+            }
+            Err(e) => {
+                return Err(JobError::invalid(
+                    "UPLOAD_MISSING",
+                    format!("the uploaded file is no longer in the object store ({e})"),
+                    Default::default(),
+                    &["Upload the file again."],
+                ));
+            }
+        }
+    };
     let stream =
         nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.step("opening the uploads stream")?;
     let subject = format!("$O.{}.C.{}", names::UPLOADS_BUCKET, info.nuid);

@@ -16,9 +16,11 @@ use shared::{
     telemetry::TraceContext,
 };
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::error::{Result, StepExt};
+use crate::{
+    error::{JobError, Result, StepExt},
+    fence::Fence,
+};
 
 /// Steps of the pipeline shown as `currentStep/totalSteps`.
 pub const TOTAL_STEPS: u32 = 4;
@@ -46,12 +48,13 @@ pub struct Counters {
 pub struct Reporter {
     nats: Nats,
     db: PgPool,
+    /// This attempt's token: checked before every event, part of every row update.
+    fence: Fence,
     trace: Option<TraceContext>,
     event: ProgressEvent,
     interval: Duration,
     intermediate: bool,
     last_sent: Option<Instant>,
-    started: Instant,
     load_started: Option<Instant>,
     merge_rows_per_second: f64,
     invalid_rows: u64,
@@ -64,10 +67,8 @@ impl Reporter {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         nats: Nats,
-        db: PgPool,
+        fence: Fence,
         trace: Option<TraceContext>,
-        import_id: Uuid,
-        attempt: u32,
         last_seq: u64,
         total_bytes: u64,
         metadata: Metadata,
@@ -75,6 +76,8 @@ impl Reporter {
         intermediate: bool,
         merge_rows_per_second: f64,
     ) -> Self {
+        let (import_id, attempt) = (fence.import_id, fence.attempt);
+        let db = fence.db().clone();
         let event = ProgressEvent {
             session_id: import_id,
             seq: last_seq,
@@ -98,18 +101,23 @@ impl Reporter {
         Reporter {
             nats,
             db,
+            fence,
             trace,
             event,
             interval,
             intermediate,
             last_sent: None,
-            started: Instant::now(),
             load_started: None,
             merge_rows_per_second,
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
         }
+    }
+
+    /// This attempt's token.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// How far the attempt got, for an error or cancel event.
@@ -125,11 +133,6 @@ impl Reporter {
     /// whole merge after the load.
     pub fn writing_early(&mut self, inserted: Arc<AtomicU64>) {
         self.early_inserted = Some(inserted);
-    }
-
-    /// Seconds since the attempt started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     fn step_of(phase: Phase) -> u32 {
@@ -266,23 +269,12 @@ impl Reporter {
         Some(round1(load_left + merge))
     }
 
-    /// The completed event (the `imports` row was updated in the merge transaction).
-    pub async fn completed(&mut self, summary: Summary) -> Result<()> {
-        self.advance(Phase::Complete, 1.0, completion_message(&summary));
-        self.event.status = Status::Completed;
-        self.event.progress = 100.0;
-        self.event.eta_seconds = Some(0.0);
-        self.event.rows_per_second = summary.rows_per_second;
-        self.event.summary = Some(summary);
-        self.publish(true).await
-    }
-
-    /// The next seq, for the merge transaction to record with the completed status.
+    /// The seq the terminal event will have, recorded on the row with the completed status.
     pub fn next_seq(&self) -> u64 {
         self.event.seq + 1
     }
 
-    /// The error event, and the row.
+    /// The error, on the row (the terminal event is published from it by `ended::finish`).
     pub async fn failed(&mut self, error: ErrorInfo, partial: PartialResults) -> Result<()> {
         let progress = self.event.progress;
         self.advance(Phase::Error, 0.0, error.message.clone());
@@ -291,11 +283,10 @@ impl Reporter {
         self.event.eta_seconds = None;
         self.event.error = Some(error);
         self.event.partial_results = Some(partial);
-        self.save().await?;
-        self.publish(true).await
+        self.save().await
     }
 
-    /// The cancelled event, and the row.
+    /// The cancellation, on the row (the terminal event is published from it).
     pub async fn cancelled(&mut self, partial: PartialResults) -> Result<()> {
         let progress = self.event.progress;
         self.advance(Phase::Cancelled, 0.0, "Cancelled; nothing was written to the findings".into());
@@ -303,8 +294,7 @@ impl Reporter {
         self.event.status = Status::Cancelled;
         self.event.eta_seconds = None;
         self.event.partial_results = Some(partial);
-        self.save().await?;
-        self.publish(true).await
+        self.save().await
     }
 
     /// A non-terminal note that this attempt failed and the job goes back to the queue.
@@ -316,20 +306,23 @@ impl Reporter {
         self.publish(true).await
     }
 
+    /// Publishes a non-terminal event, once the fence says this attempt still holds the import.
     async fn publish(&self, confirm: bool) -> Result<()> {
+        self.fence.check().await?;
         self.nats.publish_progress(&self.event, self.trace, confirm).await.step("publishing progress")
     }
 
-    /// Writes the event's state to the `imports` row (phase changes and the end only).
+    /// Writes the event's state to the `imports` row (phase changes and the end only), if this
+    /// attempt still holds the running import (`Err(JobError::Fenced)` otherwise).
     async fn save(&self) -> Result<()> {
         let e = &self.event;
         let terminal = e.status.is_terminal();
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE imports SET status = $2, phase = $3, progress = $4, processed_rows = $5, total_rows = $6,
                     bytes_processed = $7, last_seq = greatest(last_seq, $8), message = $9,
                     error = coalesce($10, error), validation_errors = coalesce($11, validation_errors),
-                    finished_at = CASE WHEN $12 THEN now() ELSE finished_at END
-             WHERE id = $1",
+                    finished_at = CASE WHEN $12 THEN clock_timestamp() ELSE finished_at END
+             WHERE id = $1 AND status = 'processing' AND attempts = $13",
         )
         .bind(e.session_id)
         .bind(e.status.as_str())
@@ -343,9 +336,13 @@ impl Reporter {
         .bind(e.error.as_ref().map(|err| serde_json::to_value(err).expect("error info serialises")))
         .bind(e.partial_results.as_ref().map(|p| p.validation_errors as i64))
         .bind(terminal)
+        .bind(self.fence.attempt as i32)
         .execute(&self.db)
         .await
         .step("updating the import row")?;
+        if updated.rows_affected() == 0 {
+            return Err(JobError::Fenced);
+        }
         Ok(())
     }
 }

@@ -59,14 +59,15 @@ impl Owners {
         }))
     }
 
-    /// `SESSION_NOT_FOUND` or `FORBIDDEN` unless `who` may watch and cancel the import.
+    /// `SESSION_NOT_FOUND` unless `who` may watch and cancel the import: someone else's import
+    /// answers exactly as an unknown one, as over HTTP, so ids cannot be probed.
     pub async fn authorize(&self, who: &Identity, id: Uuid) -> Result<Arc<Ownership>> {
         let ownership = self.lookup(id).await?.ok_or(Error::NotFound(id))?;
         if who.may_access(&ownership.owner, &ownership.tenant) {
             Ok(ownership)
         } else {
             tracing::info!(import_id = %id, user = %who.user, tenant = %who.tenant, "access refused");
-            Err(Error::Forbidden(id))
+            Err(Error::NotFound(id))
         }
     }
 

@@ -1,5 +1,7 @@
 //! `data-updated`, coalesced per tenant: at most one per [`INTERVAL`], with the counts of every
-//! import completed meanwhile summed (the last value is always sent). Without it, a burst of
+//! import completed meanwhile summed (the last value is always sent). It goes to every member of
+//! the tenant, so it carries only what they all may see: the tenant's finding counts (the
+//! findings are the tenant's), never whose imports they were or their ids. Without it, a burst of
 //! completions in a large tenant becomes completions × sockets frames, which delays the
 //! terminal events behind them and swells memory.
 
@@ -12,7 +14,6 @@ use std::{
 use serde_json::json;
 use shared::events::{Summary, now_ms};
 use socketioxide::SocketIo;
-use uuid::Uuid;
 
 use crate::emit::tenant_room;
 
@@ -21,8 +22,6 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Pending {
-    imports: u64,
-    last_session: Option<Uuid>,
     counts: Summary,
     last_sent: Option<Instant>,
     scheduled: bool,
@@ -37,12 +36,10 @@ pub struct DataUpdates {
 impl DataUpdates {
     /// Records a completed import of `tenant`; the announcement goes out now or when the
     /// tenant's interval ends.
-    pub fn record(self: &Arc<Self>, io: SocketIo, tenant: String, session: Uuid, summary: &Summary) {
+    pub fn record(self: &Arc<Self>, io: SocketIo, tenant: String, summary: &Summary) {
         let wait = {
             let mut all = self.pending.lock().expect("the data-updated lock is never poisoned");
             let p = all.entry(tenant.clone()).or_default();
-            p.imports += 1;
-            p.last_session = Some(session);
             p.counts.new += summary.new;
             p.counts.updated += summary.updated;
             p.counts.resolved += summary.resolved;
@@ -61,9 +58,7 @@ impl DataUpdates {
                 let mut all = this.pending.lock().expect("the data-updated lock is never poisoned");
                 let Some(p) = all.get_mut(&tenant) else { return };
                 let payload = json!({
-                    "sessionId": p.last_session,
                     "tenant": tenant,
-                    "imports": p.imports,
                     "new": p.counts.new,
                     "updated": p.counts.updated,
                     "resolved": p.counts.resolved,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use shared::{
     auth::AuthConfig,
     config::{DbConfig, NatsConfig, TelemetryConfig},
-    ops::OpsConfig,
+    ops::{ConnLimits, OpsConfig},
 };
 
 /// Where the ops endpoints listen when `HEXFLOW_OPS_LISTEN` is unset.
@@ -25,6 +25,9 @@ pub struct Config {
     /// Throttling, CORS, heartbeat and abuse limits.
     #[command(flatten)]
     pub options: Options,
+    /// Connection cap and header-read timeout of the public port.
+    #[command(flatten)]
+    pub connections: ConnLimits,
     /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[command(flatten)]
     pub ops: OpsConfig,
@@ -135,6 +138,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             options: Options::default(),
+            connections: ConnLimits::default(),
             ops: OpsConfig::local(),
             auth: AuthConfig::default(),
             nats,

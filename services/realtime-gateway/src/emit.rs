@@ -126,7 +126,7 @@ fn announce_data_updated(io: SocketIo, state: RealtimeState, event: &ProgressEve
                 return;
             }
         };
-        state.data_updates.record(io, tenant, id, &summary);
+        state.data_updates.record(io, tenant, &summary);
     });
 }
 

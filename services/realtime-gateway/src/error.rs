@@ -13,12 +13,14 @@ pub enum Error {
     /// `INVALID_REQUEST`: the payload is not `{sessionId: <uuid>}` (or not JSON at all).
     #[error("{0}")]
     InvalidRequest(String),
-    /// `SESSION_NOT_FOUND`: no import has this id.
+    /// `SESSION_NOT_FOUND`: no import has this id, or none the caller may see (someone else's
+    /// import answers exactly as an unknown one, so ids cannot be probed).
     #[error("no import with id {0}")]
     NotFound(Uuid),
-    /// `FORBIDDEN`: the import belongs to someone else (or another tenant).
-    #[error("import {0} is not yours; only its owner or an admin of its tenant may watch or cancel it")]
-    Forbidden(Uuid),
+    /// `TOKEN_EXPIRED`: the handshake's token has expired; the socket is disconnected, and the
+    /// client reconnects with a fresh token.
+    #[error("the token of this socket has expired; reconnect with a fresh token")]
+    TokenExpired,
     /// `RATE_LIMITED`: the socket sends events faster than the configured rate.
     #[error("too many requests on this socket; slow down and retry")]
     RateLimited,
@@ -44,7 +46,7 @@ impl Error {
         match self {
             Error::InvalidRequest(_) => "INVALID_REQUEST",
             Error::NotFound(_) => "SESSION_NOT_FOUND",
-            Error::Forbidden(_) => "FORBIDDEN",
+            Error::TokenExpired => "TOKEN_EXPIRED",
             Error::RateLimited => "RATE_LIMITED",
             Error::TooManyRooms(_) => "TOO_MANY_ROOMS",
             Error::AlreadyFinished(_) => "ALREADY_FINISHED",
@@ -89,10 +91,10 @@ mod tests {
     #[test]
     fn acks_carry_the_code_and_a_message() {
         let id = Uuid::nil();
-        let ack = Error::Forbidden(id).to_ack();
+        let ack = Error::NotFound(id).to_ack();
         assert_eq!(ack["ok"], false);
-        assert_eq!(ack["error"]["code"], "FORBIDDEN");
-        assert!(ack["error"]["message"].as_str().unwrap().contains("not yours"));
+        assert_eq!(ack["error"]["code"], "SESSION_NOT_FOUND");
+        assert!(ack["error"]["message"].as_str().unwrap().contains("no import"));
         let unavailable = Error::Unavailable { step: "reading the import", cause: "secret detail".into() }.to_ack();
         assert!(!unavailable.to_string().contains("secret detail"), "causes are not sent");
         assert_eq!(ok_ack(json!({ "sessionId": id })), json!({ "ok": true, "sessionId": id }));

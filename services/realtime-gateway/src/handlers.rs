@@ -2,10 +2,10 @@
 //! `cancel-import`, and disconnect. Every client event answers its ack with `{ok:true,...}` or
 //! `{ok:false, error:{code, message}}`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
-use shared::{ProgressEvent, names};
+use shared::{ProgressEvent, events::now_ms, names};
 use socketioxide::{
     ParserError, SocketIo,
     extract::{AckSender, Extension, SocketRef, State, TryData},
@@ -45,12 +45,13 @@ async fn authenticate(
     State(state): State<RealtimeState>,
 ) -> Result<(), Refused> {
     let token = auth.ok().and_then(|auth| auth.get("token").and_then(Value::as_str).map(str::to_owned));
-    match state.auth.authenticate(token.as_deref()) {
-        Ok(identity) => {
+    match state.auth.authenticate_until(token.as_deref()) {
+        Ok((identity, valid_until)) => {
             tracing::debug!(sid = %socket.id, user = %identity.user, tenant = %identity.tenant, "socket authenticated");
-            let session = Arc::new(Session::new(identity, &state.options));
+            let session = Arc::new(Session::new(identity, valid_until, &state.options));
             socket.extensions.insert(session.clone());
             set_up(&socket, &session, &state);
+            disconnect_at_expiry(&socket, &session);
             Ok(())
         }
         Err(err) => {
@@ -59,6 +60,26 @@ async fn authenticate(
             Err(Refused(err))
         }
     }
+}
+
+/// A token is checked once, at the handshake, and a socket may live for days: when the token
+/// expires, the socket hears `session-expired` (code `TOKEN_EXPIRED`) and is disconnected, so the
+/// client reconnects with a fresh token (or learns that it has none). Events that arrive in
+/// between are refused with `TOKEN_EXPIRED` by [`Session::spend`].
+fn disconnect_at_expiry(socket: &SocketRef, session: &Session) {
+    let Some(until) = session.valid_until else { return };
+    let left = Duration::from_secs(u64::try_from(until - now_ms() / 1000 + 1).unwrap_or(0));
+    let (socket, closed) = (socket.clone(), session.closed.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = closed.cancelled() => {}
+            () = tokio::time::sleep(left) => {
+                tracing::info!(sid = %socket.id, "token expired; disconnecting the socket");
+                let _ = socket.emit("session-expired", &Error::TokenExpired.to_ack()["error"]);
+                let _ = socket.disconnect();
+            }
+        }
+    });
 }
 
 /// The connect handler runs in a task of its own after the client has been told it is
@@ -112,6 +133,7 @@ async fn on_disconnect(
     Extension(session): Extension<Arc<Session>>,
     State(state): State<RealtimeState>,
 ) {
+    session.closed.cancel();
     for id in session.take_watching() {
         state.rooms.leave(id, socket.id).await;
     }
@@ -209,7 +231,19 @@ fn session_id(data: Data) -> Result<Uuid> {
         .get("sessionId")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::InvalidRequest(format!("sessionId is missing; {EXPECTED}")))?;
-    Uuid::parse_str(raw).map_err(|_| Error::InvalidRequest(format!("sessionId {raw:?} is not a UUID; {EXPECTED}")))
+    Uuid::parse_str(raw)
+        .map_err(|_| Error::InvalidRequest(format!("sessionId {} is not a UUID; {EXPECTED}", quote(raw))))
+}
+
+/// How much of a bad value an ack repeats.
+const QUOTE_CHARS: usize = 40;
+
+/// A bad value as acks show it: debug-quoted, cut to [`QUOTE_CHARS`] characters.
+fn quote(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &raw[..cut]),
+        None => format!("{raw:?}"),
+    }
 }
 
 fn answer(ack: AckSender, state: &RealtimeState, result: Result<Value>) {

@@ -42,7 +42,6 @@ use std::{
 use axum::{
     Router,
     http::{HeaderValue, Method, header},
-    serve::ListenerExt,
 };
 use shared::{
     Nats,
@@ -90,9 +89,15 @@ impl Realtime {
             consumer_alive: Arc::new(AtomicBool::new(false)),
             metrics: RealtimeMetrics::register(metrics),
         };
+        // One limit on both transports: polling bodies, and websocket frames and messages (whose
+        // own defaults, 16 and 64 MiB, would let a client make the gateway buffer, parse and
+        // answer a message a thousand times the polling limit).
+        let max_payload = usize::try_from(state.options.max_payload_bytes).unwrap_or(usize::MAX);
         let (layer, io) = SocketIo::builder()
             .max_payload(state.options.max_payload_bytes)
-            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+            .ws_max_message_size(max_payload)
+            .ws_max_frame_size(max_payload)
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES.min(max_payload))
             .with_state(state.clone())
             .build_layer();
         handlers::register(&io);
@@ -172,6 +177,7 @@ pub struct Gateway {
     router: Router,
     realtime: Realtime,
     ops: ops::Ops,
+    connections: ops::ConnLimits,
 }
 
 /// Initial read buffer of each websocket. Clients send only small events (join, leave, cancel,
@@ -201,7 +207,7 @@ impl Gateway {
             .with_check(name, consumer_check)
             .with_check("postgres", ops::db_check(db));
         let router = realtime.mount(Router::new());
-        Ok(Gateway { listener, ops_listener, router, realtime, ops })
+        Ok(Gateway { listener, ops_listener, router, realtime, ops, connections: config.connections })
     }
 
     /// The address Socket.IO is served on.
@@ -218,7 +224,7 @@ impl Gateway {
     /// clients reconnect elsewhere, and waits (bounded) for open requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "realtime gateway listening");
-        let Gateway { listener, ops_listener, router, realtime, ops } = self;
+        let Gateway { listener, ops_listener, router, realtime, ops, connections } = self;
         ops.spawn(ops_listener);
         let realtime = Arc::new(realtime);
         let closing = realtime.clone();
@@ -230,7 +236,7 @@ impl Gateway {
             stopped_signal.cancel();
             tokio::spawn(async move { closing.close().await });
         };
-        let serve = axum::serve(listener.tap_io(no_delay), router).with_graceful_shutdown(signal);
+        let serve = ops::serve(listener, router, &connections, signal);
         tokio::select! {
             served = serve => served?,
             _ = async { stopped.cancelled().await; tokio::time::sleep(DRAIN_LIMIT).await } => {

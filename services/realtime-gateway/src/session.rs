@@ -2,7 +2,8 @@
 
 use std::{collections::HashSet, sync::Mutex, time::Instant};
 
-use shared::auth::Identity;
+use shared::{auth::Identity, events::now_ms};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
@@ -20,13 +21,19 @@ pub struct Session {
     /// Client events allowed right now.
     budget: Mutex<TokenBucket>,
     max_rooms: u32,
+    /// When the handshake's token stops being valid (seconds since the epoch); `None` in open mode.
+    pub valid_until: Option<i64>,
+    /// Cancelled when the socket disconnects (stops its expiry timer).
+    pub closed: CancellationToken,
 }
 
 impl Session {
-    /// A fresh session with a full rate budget.
-    pub fn new(identity: Identity, options: &Options) -> Self {
+    /// A fresh session with a full rate budget, valid until `valid_until` (seconds since the epoch).
+    pub fn new(identity: Identity, valid_until: Option<i64>, options: &Options) -> Self {
         Session {
             identity,
+            valid_until,
+            closed: CancellationToken::new(),
             watching: Mutex::default(),
             budget: Mutex::new(TokenBucket::full(
                 f64::from(options.rate_limit_per_sec),
@@ -37,9 +44,18 @@ impl Session {
         }
     }
 
-    /// Spends one client event from the budget, or says `RATE_LIMITED`.
+    /// Spends one client event from the budget, or says `RATE_LIMITED`; `TOKEN_EXPIRED` once the
+    /// handshake's token has expired (the socket is being disconnected).
     pub fn spend(&self) -> Result<()> {
+        if self.expired_at(now_ms() / 1000) {
+            return Err(Error::TokenExpired);
+        }
         if lock(&self.budget).take(Instant::now()) { Ok(()) } else { Err(Error::RateLimited) }
+    }
+
+    /// True when the token is no longer valid at `now` (seconds since the epoch).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.valid_until.is_some_and(|until| now > until)
     }
 
     /// Records that the socket watches `id`; `TOO_MANY_ROOMS` beyond the cap.
@@ -114,7 +130,7 @@ mod tests {
     #[test]
     fn a_socket_watches_at_most_the_cap() {
         let options = Options { max_rooms_per_socket: 2, ..Options::default() };
-        let session = Session::new(Identity::anonymous(), &options);
+        let session = Session::new(Identity::anonymous(), None, &options);
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         session.watch(a).unwrap();
         session.watch(b).unwrap();
@@ -123,5 +139,16 @@ mod tests {
         assert!(session.unwatch(a));
         session.watch(c).unwrap();
         assert_eq!(session.take_watching().len(), 2);
+    }
+
+    #[test]
+    fn events_after_the_token_expired_are_refused() {
+        let now = now_ms() / 1000;
+        let live = Session::new(Identity::anonymous(), Some(now + 60), &Options::default());
+        assert!(live.spend().is_ok());
+        assert!(live.expired_at(now + 61));
+        let expired = Session::new(Identity::anonymous(), Some(now - 1), &Options::default());
+        assert!(matches!(expired.spend(), Err(Error::TokenExpired)));
+        assert!(!Session::new(Identity::anonymous(), None, &Options::default()).expired_at(i64::MAX));
     }
 }

@@ -6,15 +6,21 @@
 //! also removes its chunks. An error mid-put would leave chunks no metadata points to.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::Stream;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::{
+    io::{AsyncRead, ReadBuf},
+    time::Sleep,
+};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes buffered before they are handed on (the object store writes one chunk per read).
 pub const COALESCE_BYTES: usize = 512 * 1024;
@@ -37,6 +43,11 @@ pub struct FieldReader<S> {
     total: u64,
     limit: u64,
     hasher: Sha256,
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// True while the last poll of `inner` was pending: the idle clock runs only then, so time
+    /// spent by the object store (not reading) never counts as the client's silence.
+    waiting: bool,
 }
 
 impl<S, E> FieldReader<S>
@@ -46,7 +57,66 @@ where
 {
     /// Wraps `inner`, refusing more than `limit` bytes in all.
     pub fn new(inner: S, limit: u64) -> Self {
-        FieldReader { inner, buffer: BytesMut::new(), eof: false, cut: None, total: 0, limit, hasher: Sha256::new() }
+        FieldReader {
+            inner,
+            buffer: BytesMut::new(),
+            eof: false,
+            cut: None,
+            total: 0,
+            limit,
+            hasher: Sha256::new(),
+            cancelled: None,
+            idle: None,
+            waiting: false,
+        }
+    }
+
+    /// Ends the stream early, as a [`Cut::Failed`], once `token` is cancelled (the request was
+    /// dropped: it timed out, or the client went away while sending slowly).
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancelled = Some(Box::pin(token.cancelled_owned()));
+        self
+    }
+
+    /// Ends the stream early, as a [`Cut::Failed`], when no data arrives for `limit` (a client
+    /// that stalls mid-upload would otherwise hold its connection until the request timeout).
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        self.idle = Some((limit, Box::pin(tokio::time::sleep(limit))));
+        self
+    }
+
+    /// Takes the next chunk of the field, or notices the cancellation or a stall.
+    fn poll_next_item(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(cancelled) = self.cancelled.as_mut()
+            && cancelled.as_mut().poll(cx).is_ready()
+        {
+            self.cut = Some(Cut::Failed("the request was dropped (timed out, or the client went away)".into()));
+            self.eof = true;
+            return Poll::Ready(());
+        }
+        if !self.waiting
+            && let Some((limit, sleep)) = self.idle.as_mut()
+        {
+            sleep.as_mut().reset(tokio::time::Instant::now() + *limit);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(item) => {
+                self.waiting = false;
+                self.take(item);
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                self.waiting = true;
+                if let Some((limit, sleep)) = self.idle.as_mut()
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    self.cut = Some(Cut::Failed(format!("no data for {} s", limit.as_secs())));
+                    self.eof = true;
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
     }
 
     fn take(&mut self, item: Option<Result<Bytes, E>>) {
@@ -72,10 +142,8 @@ where
     /// Reads until `want` bytes are buffered or the field ends; the bytes stay buffered, to be
     /// read again. Used to check the first bytes before storing.
     pub async fn fill(&mut self, want: usize) {
-        use futures::StreamExt;
         while self.buffer.len() < want && !self.eof {
-            let item = self.inner.next().await;
-            self.take(item);
+            std::future::poll_fn(|cx| self.poll_next_item(cx)).await;
         }
     }
 
@@ -113,9 +181,8 @@ where
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         while this.buffer.len() < COALESCE_BYTES && !this.eof {
-            match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(item) => this.take(item),
-                Poll::Pending => return Poll::Pending,
+            if this.poll_next_item(cx).is_pending() {
+                return Poll::Pending;
             }
         }
         let n = this.buffer.len().min(buf.remaining());
@@ -128,6 +195,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use tokio::io::AsyncReadExt;
 
     fn chunks(n: usize, size: usize) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
@@ -157,5 +225,30 @@ mod tests {
         reader.read_to_end(&mut sink).await.unwrap();
         assert_eq!(sink.len(), 5_000);
         assert_eq!(reader.cut(), Some(&Cut::LimitExceeded));
+    }
+
+    #[tokio::test]
+    async fn a_stream_silent_past_the_idle_timeout_ends_as_failed() {
+        let first: Result<Bytes, String> = Ok(Bytes::from_static(b"a,b\n"));
+        let stalled = futures::stream::iter([first]).chain(futures::stream::pending());
+        let mut reader = FieldReader::new(stalled, u64::MAX).idle_timeout(std::time::Duration::from_millis(50));
+        let mut sink = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_to_end(&mut sink)).await.unwrap().unwrap();
+        assert_eq!(sink, b"a,b\n");
+        assert!(matches!(reader.cut(), Some(Cut::Failed(why)) if why.contains("no data")));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_ends_a_stalled_stream_as_failed() {
+        let token = CancellationToken::new();
+        let stalled = futures::stream::pending::<Result<Bytes, String>>();
+        let mut reader = FieldReader::new(stalled, u64::MAX).cancel_on(token.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            token.cancel();
+        });
+        let mut sink = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_to_end(&mut sink)).await.unwrap().unwrap();
+        assert!(matches!(reader.cut(), Some(Cut::Failed(_))));
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use shared::{
     auth::AuthConfig,
     config::{DbConfig, NatsConfig, TelemetryConfig},
-    ops::OpsConfig,
+    ops::{ConnLimits, OpsConfig},
 };
 
 /// Where the ops endpoints listen when `HEXFLOW_OPS_LISTEN` is unset.
@@ -33,10 +33,23 @@ pub struct Config {
         default_value_t = 3600
     )]
     pub request_timeout_secs: u64,
+    /// Longest silence while an upload is being received, in seconds: a client that stops sending
+    /// mid-request is cut off instead of holding its connection until the request timeout.
+    #[arg(
+        long = "upload-idle-timeout-secs",
+        env = "HEXFLOW_UPLOAD_IDLE_TIMEOUT_SECS",
+        value_name = "HEXFLOW_UPLOAD_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub upload_idle_timeout_secs: u64,
     /// Serve the browser page from this directory instead of the copy embedded in the binary
     /// (for development: edits show without a rebuild).
     #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
+    /// Connection cap and header-read timeout of the public port.
+    #[command(flatten)]
+    pub connections: ConnLimits,
     /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[command(flatten)]
     pub ops: OpsConfig,
@@ -61,7 +74,9 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout_secs: 3600,
+            upload_idle_timeout_secs: 60,
             web_dir: None,
+            connections: ConnLimits::default(),
             ops: OpsConfig::local(),
             auth: AuthConfig::default(),
             nats,

@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -100,4 +100,40 @@ impl IntoResponse for ApiError {
         }
         (status, Json(body)).into_response()
     }
+}
+
+/// Longest part of a framework's plain-text rejection repeated in the JSON message.
+const REJECTION_QUOTE_BYTES: usize = 200;
+
+/// Middleware: gives the errors axum and tower answer on their own (a query string that does
+/// not parse, a bad multipart boundary, a request timeout) the same JSON shape as ours, with at
+/// most a short prefix of their text.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        return response;
+    }
+    let text = if content_type.starts_with("text/plain") {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        match text.char_indices().nth(REJECTION_QUOTE_BYTES) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        }
+    } else {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
+        StatusCode::PAYLOAD_TOO_LARGE => "FILE_TOO_LARGE",
+        s if s.is_server_error() => "UNAVAILABLE",
+        _ => "INVALID_REQUEST",
+    };
+    (status, Json(json!({ "error": { "code": code, "message": text } }))).into_response()
 }

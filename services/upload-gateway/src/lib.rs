@@ -12,13 +12,17 @@
 //! - [`error`]: `ApiError`, the JSON error shape.
 //! - [`state`]: `AppState`, `Identity`.
 //! - [`body`]: the limited, hashing, coalescing upload reader.
+//! - [`input`]: bounds on the filename and the small form fields.
+//! - [`envelope`]: the bound on each multipart part's headers.
 //! - `http`: the routes (`upload`, `imports`).
 //! - `web`: the browser page, embedded in the binary.
 
 pub mod body;
 pub mod config;
+pub mod envelope;
 pub mod error;
 mod http;
+pub mod input;
 pub mod state;
 mod web;
 
@@ -44,6 +48,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Nats, sqlx::PgPool)> {
 /// The API routes with their state, ready to serve or to merge into `hexflow dev`'s router.
 pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &Metrics) -> Router {
     let timeout = Duration::from_secs(config.request_timeout_secs);
+    let config_limit = config.max_upload_bytes;
     let web = web::router(config.web_dir.as_deref());
     let auth = shared::auth::Authenticator::new(&config.auth);
     if auth.is_open() {
@@ -55,10 +60,19 @@ pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &M
     http::api_router()
         .with_state(state)
         .merge(web)
-        // The size limit is enforced while streaming; axum's default 2 MB cap must not apply.
-        .layer(DefaultBodyLimit::disable())
+        // The file's limit is enforced while streaming; this one bounds the whole request (the
+        // multipart envelope and part headers, which the parser buffers, included).
+        .layer(DefaultBodyLimit::max(request_body_limit(config_limit)))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::map_response(web::security_headers))
         .layer(TraceLayer::new_for_http())
+}
+
+/// The largest request body: the file's limit plus room for the multipart envelope and the
+/// small fields (each bounded by [`input`]).
+fn request_body_limit(max_upload_bytes: u64) -> usize {
+    usize::try_from(max_upload_bytes.saturating_add(256 * 1024)).unwrap_or(usize::MAX)
 }
 
 /// The gateway's ops endpoints: readiness needs NATS and PostgreSQL.
@@ -74,6 +88,7 @@ pub struct Gateway {
     ops_listener: TcpListener,
     router: Router,
     ops: ops::Ops,
+    connections: ops::ConnLimits,
 }
 
 impl Gateway {
@@ -86,8 +101,9 @@ impl Gateway {
         let ops_listener = config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
         let metrics = Metrics::default();
         let ops = ops("upload-gateway", &config, &nats, &db, &metrics);
+        let connections = config.connections.clone();
         let router = api_router(Arc::new(config), nats, db, &metrics);
-        Ok(Gateway { listener, ops_listener, router, ops })
+        Ok(Gateway { listener, ops_listener, router, ops, connections })
     }
 
     /// The address of the API.
@@ -103,13 +119,13 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "upload gateway listening");
-        let Gateway { listener, ops_listener, router, ops } = self;
+        let Gateway { listener, ops_listener, router, ops, connections } = self;
         ops.spawn(ops_listener);
         let stopping = async move {
             shutdown.await;
             ops.mark_stopping();
         };
-        axum::serve(listener, router).with_graceful_shutdown(stopping).await?;
+        ops::serve(listener, router, &connections, stopping).await?;
         Ok(())
     }
 }

@@ -10,6 +10,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+/// The page's Content-Security-Policy: its scripts and styles are files of its own origin (it has
+/// no inline script or style), it talks only to its origin (the API and Socket.IO, `ws:`/`wss:`
+/// included under `'self'`), and no other site may frame it.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// Middleware: the security headers, on every response of the public port.
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    response
+}
+
 /// The files of `web/`, in the binary.
 #[derive(rust_embed::Embed)]
 #[folder = "../../web"]
@@ -59,6 +76,16 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::Embedded;
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style_for_its_policy_to_block() {
+        let page = String::from_utf8(Embedded::get("index.html").unwrap().data.into_owned()).unwrap();
+        for tag in page.split("<script").skip(1) {
+            assert!(tag.split('>').next().unwrap().contains("src="), "inline script in index.html: <script{tag}");
+        }
+        assert!(!page.contains("<style") && !page.contains(" style="), "inline style in index.html");
+        assert!(!page.contains(" onclick=") && !page.contains(" onload="), "inline handler in index.html");
+    }
 
     #[test]
     fn the_page_and_its_socket_io_client_are_embedded() {

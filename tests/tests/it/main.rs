@@ -8,6 +8,8 @@ mod corpus;
 mod crash;
 mod dev_process;
 mod events;
+mod exactly_once;
+mod hostile;
 mod http_api;
 mod large_file;
 mod lifecycle;

@@ -2,6 +2,7 @@
 //! snapshots, failures (client cuts, gateway crashes, broker restarts), auth and cancel.
 
 mod access;
+mod bounds;
 mod dev;
 mod failures;
 mod rooms;

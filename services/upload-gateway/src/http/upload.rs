@@ -1,11 +1,14 @@
 //! `POST /api/imports`: stream the file into the object store, check it, record it, queue it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{context::PublishAckFuture, message::PublishMessage};
 use axum::{
     Json, Router,
-    extract::{Multipart, State, multipart::Field},
+    extract::{
+        Extension, Multipart, State,
+        multipart::{Field, MultipartRejection},
+    },
     http::{HeaderMap, StatusCode, header},
     routing::post,
 };
@@ -18,11 +21,15 @@ use shared::{
     names,
     telemetry::{TRACEPARENT, TraceContext},
 };
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
     body::{Cut, FieldReader},
+    envelope::{MAX_PART_HEADER_BYTES, Overflow},
     error::{ApiError, Result, StepExt},
+    input::{self, quote},
     state::{AppState, Identity},
 };
 
@@ -30,7 +37,9 @@ use crate::{
 pub const SNIFF_BYTES: usize = 1024 * 1024;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/imports", post(create_import))
+    // The parser buffers each part's headers whole: they are bounded on the way in.
+    let bounded = axum::middleware::map_request(crate::envelope::bound_part_headers);
+    Router::new().route("/api/imports", post(create_import).layer(bounded))
 }
 
 /// The form fields besides the file.
@@ -41,13 +50,39 @@ struct Form {
     session_id: Option<Uuid>,
 }
 
-/// The file once stored.
+/// The file once stored. Dropping it deletes the object, unless the import was queued.
 struct Stored {
-    object_key: String,
+    object: ObjectGuard,
     filename: String,
     size: u64,
     sha256: String,
     sniffed: Sniffed,
+}
+
+/// Deletes the stored object when dropped, whatever ended the request (a refusal, a failed step,
+/// a panic), unless [`ObjectGuard::keep`] was called once the job that reads it is queued.
+struct ObjectGuard {
+    state: AppState,
+    key: String,
+    keep: bool,
+}
+
+impl ObjectGuard {
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for ObjectGuard {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let (state, key) = (self.state.clone(), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { delete_object(&state, &key).await });
+        }
+    }
 }
 
 #[tracing::instrument(skip_all, fields(session_id, trace_id))]
@@ -55,7 +90,8 @@ async fn create_import(
     State(state): State<AppState>,
     identity: Identity,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    overflow: Option<Extension<Overflow>>,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let started = Instant::now();
     // Join the caller's trace when it sent one; the job and the events carry this span's context.
@@ -66,15 +102,32 @@ async fn create_import(
     let trace = incoming.unwrap_or_else(TraceContext::new_root).for_next_hop();
     tracing::Span::current().record("trace_id", trace.trace_id_hex());
     let result = async {
+        let multipart = multipart.map_err(|rejection| ApiError::BadRequest {
+            message: format!(
+                "the request is not multipart/form-data ({}); expected fields file, format, scanDate, sessionId",
+                input::brief(&rejection.body_text())
+            ),
+        })?;
         refuse_oversized_request(&headers, state.config.max_upload_bytes)?;
-        let (form, stored) = read_form(&state, &mut multipart).await?;
-        match queue_import(&state, &identity, form, &stored, trace).await {
-            Ok(response) => Ok((response, stored.size)),
-            Err(err) => {
-                delete_object(&state, &stored.object_key).await;
-                Err(err)
-            }
-        }
+        // The upload runs in a task of its own so that nothing drops it halfway: when this
+        // handler is dropped (request timeout, client gone), the token ends the file's stream,
+        // the object store closes the object and the guard deletes it; once the file is stored,
+        // recording and queueing run to the end (or undo themselves), so a row is never left
+        // queued without its job.
+        let dropped = CancellationToken::new();
+        let _cancel_when_dropped = dropped.clone().drop_guard();
+        let task = tokio::spawn(
+            upload(
+                state.clone(),
+                identity,
+                multipart,
+                overflow.map(|Extension(o)| o).unwrap_or_default(),
+                trace,
+                dropped,
+            )
+            .instrument(tracing::Span::current()),
+        );
+        task.await.unwrap_or_else(|e| Err(ApiError::Unavailable { step: "handling the upload", cause: e.to_string() }))
     }
     .await;
     match result {
@@ -94,6 +147,32 @@ async fn create_import(
     }
 }
 
+/// Stores, records and queues one upload; the object is deleted on every path but success.
+async fn upload(
+    state: AppState,
+    identity: Identity,
+    mut multipart: Multipart,
+    overflow: Overflow,
+    trace: TraceContext,
+    dropped: CancellationToken,
+) -> Result<(Value, u64)> {
+    let (form, mut stored) = read_form(&state, &mut multipart, dropped).await.map_err(|err| {
+        if overflow.happened() {
+            ApiError::BadRequest {
+                message: format!(
+                    "a part's headers (its name and filename) are longer than {MAX_PART_HEADER_BYTES} bytes; \
+                     use a shorter filename"
+                ),
+            }
+        } else {
+            err
+        }
+    })?;
+    let response = queue_import(&state, &identity, form, &stored, trace).await?;
+    stored.object.keep();
+    Ok((response, stored.size))
+}
+
 /// A `Content-Length` already over the limit is refused before a byte is stored.
 fn refuse_oversized_request(headers: &HeaderMap, limit: u64) -> Result<()> {
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -104,58 +183,47 @@ fn refuse_oversized_request(headers: &HeaderMap, limit: u64) -> Result<()> {
     }
 }
 
-async fn read_form(state: &AppState, multipart: &mut Multipart) -> Result<(Form, Stored)> {
+async fn read_form(state: &AppState, multipart: &mut Multipart, dropped: CancellationToken) -> Result<(Form, Stored)> {
+    const EXPECTED: &str = "expected fields file, format, scanDate, sessionId, each at most once";
     let mut form = Form::default();
     let mut stored: Option<Stored> = None;
-    let outcome = async {
-        while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::BadRequest {
+    let mut seen: Vec<String> = Vec::new();
+    let idle = Duration::from_secs(state.config.upload_idle_timeout_secs);
+    while let Some(field) = tokio::time::timeout(idle, multipart.next_field())
+        .await
+        .map_err(|_| input::stalled(idle))?
+        .map_err(|e| ApiError::BadRequest {
             message: format!(
-                "the request is not valid multipart/form-data ({e}); expected fields file, format, scanDate, sessionId"
+                "the request is not valid multipart/form-data ({}); {EXPECTED}",
+                input::brief(&e.to_string())
             ),
-        })? {
-            match field.name().unwrap_or_default() {
-                "file" if stored.is_some() => {
-                    return Err(ApiError::BadRequest {
-                        message: "more than one file field; send one file per request".into(),
-                    });
-                }
-                "file" => stored = Some(store_file(state, field, &form).await?),
-                "format" => form.format = parse_format(&text(field).await?)?,
-                "scanDate" => form.scan_date = Some(text(field).await?).filter(|s| !s.trim().is_empty()),
-                "sessionId" => form.session_id = Some(parse_session_id(state, &text(field).await?).await?),
-                other => {
-                    return Err(ApiError::BadRequest {
-                        message: format!("unexpected field {other:?}; expected file, format, scanDate, sessionId"),
-                    });
-                }
+        })?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        // Each field once: the number of fields (and of database lookups) stays bounded.
+        if seen.contains(&name) {
+            return Err(ApiError::BadRequest { message: format!("more than one {} field; {EXPECTED}", quote(&name)) });
+        }
+        match name.as_str() {
+            "file" => stored = Some(store_file(state, field, &form, dropped.clone()).await?),
+            "format" => form.format = parse_format(&input::small_text(field, idle).await?)?,
+            "scanDate" => form.scan_date = Some(input::small_text(field, idle).await?).filter(|s| !s.trim().is_empty()),
+            "sessionId" => {
+                form.session_id = Some(parse_session_id(state, &input::small_text(field, idle).await?).await?)
+            }
+            other => {
+                return Err(ApiError::BadRequest { message: format!("unexpected field {}; {EXPECTED}", quote(other)) });
             }
         }
-        Ok(())
+        seen.push(name);
     }
-    .await;
-    match (outcome, stored) {
-        (Ok(()), Some(stored)) => {
-            if let Err(err) = check_forced_format(&form, &stored.sniffed) {
-                delete_object(state, &stored.object_key).await;
-                return Err(err);
-            }
-            Ok((form, stored))
-        }
-        (Ok(()), None) => Err(ApiError::BadRequest {
+    let Some(stored) = stored else {
+        return Err(ApiError::BadRequest {
             message: "no file field; expected the scan export in a field named file".into(),
-        }),
-        (Err(err), stored) => {
-            if let Some(stored) = stored {
-                delete_object(state, &stored.object_key).await;
-            }
-            Err(err)
-        }
-    }
-}
-
-async fn text(field: Field<'_>) -> Result<String> {
-    let name = field.name().unwrap_or_default().to_owned();
-    field.text().await.map_err(|e| ApiError::BadRequest { message: format!("field {name} could not be read: {e}") })
+        });
+    };
+    check_forced_format(&form, &stored.sniffed)?;
+    Ok((form, stored))
 }
 
 fn parse_format(raw: &str) -> Result<Option<Format>> {
@@ -165,16 +233,20 @@ fn parse_format(raw: &str) -> Result<Option<Format>> {
     }
     Format::parse(raw).map(Some).ok_or_else(|| ApiError::BadRequest {
         message: format!(
-            "unknown format {raw:?}; expected auto or one of: {}",
+            "unknown format {}; expected auto or one of: {}",
+            quote(raw),
             Format::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
         ),
     })
 }
 
 async fn parse_session_id(state: &AppState, raw: &str) -> Result<Uuid> {
-    let id = Uuid::parse_str(raw.trim()).map_err(|_| ApiError::BadRequest {
-        message: format!("sessionId {raw:?} is not a UUID; expected a new client-chosen UUID or no sessionId"),
-    })?;
+    const EXPECTED: &str = "expected a new client-chosen random UUID, or no sessionId";
+    let id = Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::BadRequest { message: format!("sessionId {} is not a UUID; {EXPECTED}", quote(raw)) })?;
+    if id.is_nil() || id.is_max() {
+        return Err(ApiError::BadRequest { message: format!("sessionId {id} is reserved; {EXPECTED}") });
+    }
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM imports WHERE id = $1)")
         .bind(id)
         .fetch_one(&state.db)
@@ -187,48 +259,51 @@ async fn parse_session_id(state: &AppState, raw: &str) -> Result<Uuid> {
 }
 
 /// Checks the first bytes, then streams the whole field into the object store.
-async fn store_file(state: &AppState, field: Field<'_>, form: &Form) -> Result<Stored> {
-    let filename =
-        field.file_name().map(str::to_owned).filter(|n| !n.is_empty()).unwrap_or_else(|| "upload.csv".into());
+async fn store_file(state: &AppState, field: Field<'_>, form: &Form, dropped: CancellationToken) -> Result<Stored> {
+    let filename = input::normalise_filename(field.file_name())?;
     let limit = state.config.max_upload_bytes;
-    let mut reader = FieldReader::new(field.map_err(|e| e.to_string()), limit);
+    let idle = Duration::from_secs(state.config.upload_idle_timeout_secs);
+    let mut reader = FieldReader::new(field.map_err(|e| e.to_string()), limit).cancel_on(dropped).idle_timeout(idle);
     reader.fill(SNIFF_BYTES).await;
     match reader.cut() {
         Some(Cut::LimitExceeded) => return Err(ApiError::TooLarge { limit }),
-        Some(Cut::Failed(reason)) => {
-            return Err(ApiError::BadRequest {
-                message: format!("the upload was interrupted ({reason}); send the file again"),
-            });
-        }
+        Some(Cut::Failed(reason)) => return Err(interrupted(reason)),
         None => {}
     }
     let sniffed = formats::sniff(reader.buffered(), reader.at_eof(), form.format).map_err(|err| {
-        ApiError::Unprocessable { code: err.code(), message: format!("{filename}: {err}"), expected: err.expected() }
+        // The sniffer quotes the columns it found, and one header cell may be a megabyte long.
+        ApiError::Unprocessable {
+            code: err.code(),
+            message: input::cut(&format!("{filename}: {err}"), 1000),
+            expected: err.expected(),
+        }
     })?;
     let object_key = Uuid::now_v7().to_string();
     let store = state.nats.uploads().await.step("opening uploads bucket")?;
     let meta = async_nats::jetstream::object_store::ObjectMetadata {
         name: object_key.clone(),
+        // Bounded by `input::MAX_FILENAME_CHARS`: NATS would refuse oversized metadata only
+        // after every chunk was written, and chunks without metadata cannot be deleted by name.
         description: Some(filename.clone()),
         // Large chunks (below the server's 1 MiB max_payload) mean fewer round trips both ways.
         chunk_size: Some(crate::body::COALESCE_BYTES),
         ..Default::default()
     };
+    // Armed before the first chunk is written: from here on every way out deletes the object.
+    let object = ObjectGuard { state: state.clone(), key: object_key, keep: false };
     let put = store.put(meta, &mut reader).await;
-    let stored = Stored { object_key, filename, size: reader.total(), sha256: reader.sha256_hex(), sniffed };
-    match (put, reader.cut().cloned()) {
+    let stored = Stored { object, filename, size: reader.total(), sha256: reader.sha256_hex(), sniffed };
+    match (put, reader.cut()) {
         (Ok(_), None) => Ok(stored),
-        (put, cut) => {
-            delete_object(state, &stored.object_key).await;
-            Err(match (put, cut) {
-                (_, Some(Cut::LimitExceeded)) => ApiError::TooLarge { limit },
-                (_, Some(Cut::Failed(reason))) => ApiError::BadRequest {
-                    message: format!("the upload was interrupted ({reason}); send the file again"),
-                },
-                (Err(e), None) => ApiError::Unavailable { step: "storing the file", cause: e.to_string() },
-                (Ok(_), None) => unreachable!("handled above"),
-            })
-        }
+        (_, Some(Cut::LimitExceeded)) => Err(ApiError::TooLarge { limit }),
+        (_, Some(Cut::Failed(reason))) => Err(interrupted(reason)),
+        (Err(e), None) => Err(ApiError::Unavailable { step: "storing the file", cause: e.to_string() }),
+    }
+}
+
+fn interrupted(reason: &str) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("the upload was interrupted ({}); send the file again", input::brief(reason)),
     }
 }
 
@@ -286,7 +361,7 @@ async fn queue_import(
     .bind(format.name())
     .bind(format.scanner())
     .bind(&scan_date)
-    .bind(&stored.object_key)
+    .bind(&stored.object.key)
     .bind(stored.size as i64)
     .bind(&stored.sha256)
     .execute(&state.db)
@@ -299,7 +374,7 @@ async fn queue_import(
     let event = queued_event(id, stored, format, &scan_date);
     let job = ImportJob {
         import_id: id,
-        object_key: stored.object_key.clone(),
+        object_key: stored.object.key.clone(),
         filename: stored.filename.clone(),
         format: format.name().into(),
         scan_date: scan_date.clone(),
@@ -313,8 +388,8 @@ async fn queue_import(
     }
     .await;
     if let Err(cause) = published {
-        // Nothing is half-queued: the row goes, the object goes, the client retries.
-        let _ = sqlx::query("DELETE FROM imports WHERE id = $1").bind(id).execute(&state.db).await;
+        // Nothing is half-queued: the row goes, the object goes (its guard), the client retries.
+        forget_import(state, id).await;
         return Err(ApiError::Unavailable { step: "queueing the import", cause });
     }
     tracing::info!(%id, format = format.name(), bytes = stored.size, filename = %stored.filename, "import queued");
@@ -326,6 +401,20 @@ async fn queue_import(
         "sizeBytes": stored.size,
         "sha256": stored.sha256,
     }))
+}
+
+/// Deletes the row of an import whose job could not be queued, retrying briefly: a row left
+/// `queued` without a job would wait for a worker forever.
+async fn forget_import(state: &AppState, id: Uuid) {
+    for attempt in 1..=3u32 {
+        match sqlx::query("DELETE FROM imports WHERE id = $1").bind(id).execute(&state.db).await {
+            Ok(_) => return,
+            Err(err) if attempt == 3 => {
+                tracing::error!(%id, error = %err, "could not delete the row of an import that was never queued");
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt))).await,
+        }
+    }
 }
 
 async fn publish_job(
@@ -341,19 +430,27 @@ async fn publish_job(
     state.nats.js.send_publish(names::JOBS_SUBJECT, message).await
 }
 
-/// Accepts `YYYY-MM-DD` or any timestamp PostgreSQL reads; defaults to now; answers RFC 3339 UTC.
+/// Accepts `YYYY-MM-DD` or any timestamp PostgreSQL reads, from 1990 to a day from now (a scan
+/// from the future, or `infinity`, is a typo); defaults to now; answers RFC 3339 UTC.
 async fn normalise_scan_date(state: &AppState, raw: Option<&str>) -> Result<String> {
+    const EXPECTED: &str = "expected YYYY-MM-DD or an RFC 3339 timestamp between 1990-01-01 and tomorrow";
     let raw = raw.map(str::trim).unwrap_or("now");
-    let normalised: Result<String, sqlx::Error> =
-        sqlx::query_scalar(r#"SELECT to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#)
-            .bind(raw)
-            .fetch_one(&state.db)
-            .await;
+    let normalised: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
+        r#"SELECT CASE WHEN t >= '1990-01-01T00:00:00Z' AND t <= now() + interval '1 day'
+                       THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END
+           FROM (SELECT $1::timestamptz AS t) AS given"#,
+    )
+    .bind(raw)
+    .fetch_one(&state.db)
+    .await;
     match normalised {
-        Ok(date) => Ok(date),
-        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => Err(ApiError::BadRequest {
-            message: format!("scanDate {raw:?} is not a date; expected YYYY-MM-DD or an RFC 3339 timestamp"),
-        }),
+        Ok(Some(date)) => Ok(date),
+        Ok(None) => {
+            Err(ApiError::BadRequest { message: format!("scanDate {} is out of range; {EXPECTED}", quote(raw)) })
+        }
+        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("22")) => {
+            Err(ApiError::BadRequest { message: format!("scanDate {} is not a date; {EXPECTED}", quote(raw)) })
+        }
         Err(e) => Err(ApiError::Unavailable { step: "reading scanDate", cause: e.to_string() }),
     }
 }

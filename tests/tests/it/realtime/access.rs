@@ -53,9 +53,14 @@ async fn without_a_valid_token_sockets_are_refused_and_only_the_owner_or_a_tenan
         forged.wait_for("connect_error", |_| true, WAIT).await.data["message"].as_str().unwrap().contains("signature")
     );
     assert_eq!(anonymous.connects() + forged.connects(), 0);
-    assert_eq!(bob_socket.join(id).await["error"]["code"], "FORBIDDEN");
-    assert_eq!(bob_socket.cancel(id).await["error"]["code"], "FORBIDDEN");
-    assert_eq!(stranger_socket.join(id).await["error"]["code"], "FORBIDDEN", "an admin of another tenant");
+    // Someone else's import answers exactly as an unknown one: no existence oracle.
+    let unknown = bob_socket.join(Uuid::now_v7()).await;
+    let mut foreign = bob_socket.join(id).await;
+    assert_eq!(foreign["error"]["code"], "SESSION_NOT_FOUND", "{foreign}");
+    foreign["error"]["message"] = unknown["error"]["message"].clone();
+    assert_eq!(foreign["error"].as_object().map(|o| o.len()), unknown["error"].as_object().map(|o| o.len()));
+    assert_eq!(bob_socket.cancel(id).await["error"]["code"], "SESSION_NOT_FOUND");
+    assert_eq!(stranger_socket.join(id).await["error"]["code"], "SESSION_NOT_FOUND", "an admin of another tenant");
     let admin_join = boss_socket.join(id).await;
     assert_eq!(admin_join["ok"], true, "{admin_join}");
     assert_eq!(admin_join["snapshot"]["status"], "queued");
@@ -118,11 +123,12 @@ async fn a_polling_only_client_follows_an_import_to_the_end_and_hears_data_updat
 
     assert_eq!(client.join(id).await["ok"], true);
     let done = client.wait_for("progress-complete", |_| true, LONG).await;
-    let updated = client.wait_for("data-updated", |d| d["sessionId"] == id.to_string(), WAIT).await;
+    let updated = client.wait_for("data-updated", |d| d["new"] == 500, WAIT).await;
 
     assert_eq!(client.named("connect")[0].data["transport"], "polling");
     assert!(client.named("upgrade").is_empty(), "never upgraded");
     assert_eq!(done.data["summary"]["new"], 500);
     assert_eq!(updated.data["new"], 500);
     assert_eq!(updated.data["tenant"], "default");
+    assert!(updated.data.get("sessionId").is_none(), "no import id goes to the whole tenant: {}", updated.data);
 }

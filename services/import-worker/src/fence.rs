@@ -1,0 +1,68 @@
+//! Fencing: which attempt of an import may still write.
+//!
+//! The token is the JetStream delivery number of the job message (`attempt`). The server numbers
+//! the deliveries of one message 1, 2, 3… and hands out a redelivery only once the previous
+//! delivery went silent for the ack wait (or was nak'ed), so the highest number is the attempt
+//! JetStream holds live. The claim records it in `imports.attempts` only when it is higher than
+//! the number there, so a stale delivery (a worker frozen past the ack wait, then woken) cannot
+//! take an import back. Every write of an attempt is conditional on `attempts = <its token>` and
+//! `status = 'processing'`; an attempt whose write finds neither is fenced: it stops without
+//! touching the row, publishing or acknowledging (its delivery is no longer the one JetStream
+//! tracks, and a nak would start yet another attempt).
+//!
+//! Intermediate progress events are published by plain NATS publishes and are not confirmed; a
+//! fenced attempt must not replace the snapshot with one of them. So the attempt reads its fence
+//! (one primary-key lookup) before each event, at most one per `HEXFLOW_WORKER_PROGRESS_INTERVAL_MS`
+//! while loading and a few dozen during the merge. A stale event that slips in between the check
+//! and the publish is repaired when the attempt finds itself fenced: an ended import gets its
+//! terminal event again (`ended::republish`).
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{JobError, Result, StepExt};
+
+/// SQLSTATE raised by statements that find their attempt fenced.
+pub const FENCED_SQLSTATE: &str = "HXF01";
+
+/// The token of one attempt.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    db: PgPool,
+    /// The import.
+    pub import_id: Uuid,
+    /// The delivery number this attempt claimed the import with.
+    pub attempt: u32,
+}
+
+impl Fence {
+    /// The fence of attempt `attempt` of `import_id`.
+    pub fn new(db: PgPool, import_id: Uuid, attempt: u32) -> Self {
+        Fence { db, import_id, attempt }
+    }
+
+    /// The pool the fence is read from.
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// `Err(JobError::Fenced)` unless this attempt still holds the running import.
+    pub async fn check(&self) -> Result<()> {
+        let current: Option<bool> =
+            sqlx::query_scalar("SELECT attempts = $2 AND status = 'processing' FROM imports WHERE id = $1")
+                .bind(self.import_id)
+                .bind(self.attempt as i32)
+                .fetch_optional(&self.db)
+                .await
+                .step("checking the attempt's fence")?;
+        if current == Some(true) { Ok(()) } else { Err(JobError::Fenced) }
+    }
+}
+
+/// Turns a statement's failure into `JobError::Fenced` when it raised [`FENCED_SQLSTATE`].
+pub fn fenced_or(err: sqlx::Error, step: &'static str) -> JobError {
+    match &err {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some(FENCED_SQLSTATE) => JobError::Fenced,
+        _ => JobError::Transient { step, cause: err.to_string() },
+    }
+}
