@@ -41,6 +41,8 @@ pub struct ScanReader<R: Read> {
     csv: csv::Reader<Source<R>>,
     mapper: Mapper,
     record: ByteRecord,
+    /// The header's physical line: empty lines up to it are preamble, not blank rows.
+    header_line: u64,
     /// Start line of a record read but not yet returned (blank lines before it go first).
     pending: Option<u64>,
     at_eof: bool,
@@ -101,15 +103,19 @@ impl<R: Read> ScanReader<R> {
             if !more || line > sniffed.header_line {
                 return Err(ReadError::MissingHeader { line: sniffed.header_line });
             }
-            if line == sniffed.header_line {
-                break record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<String>>();
+            // With CR-only line ends (old Mac exports) every record is on line 1: the header
+            // is the record on its line that has the names the sniffer read.
+            // (Trimmed as the sniffer trims; trimming its names again could change them.)
+            let names: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+            let trimmed = names.iter().map(|n| n.trim_start_matches('\u{feff}').trim());
+            if line == sniffed.header_line && trimmed.eq(sniffed.header.iter().map(String::as_str)) {
+                break names;
             }
         };
-        // Empty lines in the preamble are not data.
-        while csv.get_mut().pop_blank_before(sniffed.header_line + 1).is_some() {}
         let spec = mapping::spec(sniffed.format);
         let mapper = Mapper { spec, resolved: Resolved::new(spec, &header), max_field: limits.max_field_bytes };
-        Ok(ScanReader { csv, mapper, record, pending: None, at_eof: false, done: false })
+        let header_line = sniffed.header_line;
+        Ok(ScanReader { csv, mapper, record, header_line, pending: None, at_eof: false, done: false })
     }
 
     /// The next data record, mapped; `None` at the end of the file (and after a fatal error).
@@ -132,8 +138,12 @@ impl<R: Read> ScanReader<R> {
             }
         }
         let before = self.pending.unwrap_or(u64::MAX);
-        if let Some(line) = self.csv.get_mut().pop_blank_before(before) {
-            return Some(Ok(Row::Blank { line }));
+        while let Some(line) = self.csv.get_mut().pop_blank_before(before) {
+            // Empty lines up to the header's line are preamble, even those the source scans
+            // only after the header was read (CR-only line ends keep them all on line 1).
+            if line > self.header_line {
+                return Some(Ok(Row::Blank { line }));
+            }
         }
         match self.pending.take() {
             Some(line) => Some(Ok(self.mapper.map(&self.record, line))),

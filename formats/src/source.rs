@@ -297,8 +297,16 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
+/// The driver of the fuzz targets (`tests/it/fuzz/`), for the one that needs the private state.
+#[cfg(test)]
+#[path = "../tests/it/fuzz/driver.rs"]
+mod fuzz_driver;
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
     use super::*;
 
     /// Everything the state machine keeps, to compare two sources.
@@ -318,6 +326,42 @@ mod tests {
         )
     }
 
+    /// Feeds `input` in chunks of `chunk_len()` bytes to a source that skips runs and to one
+    /// that steps through each byte: both must stop at the same byte with the same error, and
+    /// hold the same state after every chunk.
+    fn skipping_equals_stepping(
+        input: &[u8],
+        delimiter: u8,
+        max_line: usize,
+        max_record: usize,
+        mut chunk_len: impl FnMut() -> usize,
+    ) -> Result<(), String> {
+        let mut fast = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
+        let mut slow = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
+        let case =
+            || format!("{:?} delimiter {:?} limits {max_line}/{max_record}", String::from_utf8_lossy(input), delimiter);
+        let mut from = 0;
+        while from < input.len() {
+            let to = (from + chunk_len()).min(input.len());
+            let chunk = &input[from..to];
+            let fast_result = fast.scan(chunk);
+            let slow_result = chunk.iter().enumerate().try_for_each(|(i, &b)| slow.step(i, b));
+            if fast_result != slow_result {
+                return Err(format!("{}: skipping gave {fast_result:?}, stepping {slow_result:?}", case()));
+            }
+            if fast_result.is_err() {
+                // The stream stops at the error: what the state holds after it is never read.
+                break;
+            }
+            let (fast_state, slow_state) = (snapshot(&fast), snapshot(&slow));
+            if fast_state != slow_state {
+                return Err(format!("{}: skipping left {fast_state}, stepping {slow_state}", case()));
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
     #[test]
     fn skipping_runs_gives_exactly_what_stepping_each_byte_gives() {
         let alphabet = b"ab,;\"\"\n\n\r xyz";
@@ -333,24 +377,84 @@ mod tests {
             let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
             let delimiter = if next() % 2 == 0 { b',' } else { b';' };
             let (max_line, max_record) = (1 + (next() % 40) as usize, 1 + (next() % 80) as usize);
-            let mut fast = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
-            let mut slow = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
-            let mut from = 0;
-            while from < input.len() {
-                let to = (from + 1 + (next() % 50) as usize).min(input.len());
-                let chunk = &input[from..to];
-                let fast_result = fast.scan(chunk);
-                let slow_result = chunk.iter().enumerate().try_for_each(|(i, &b)| slow.step(i, b));
-                let case = String::from_utf8_lossy(&input);
-                assert_eq!(fast_result, slow_result, "{case:?} limits {max_line}/{max_record}");
-                if fast_result.is_err() {
-                    // The stream stops at the error: what the state holds after it is never read.
-                    break;
-                }
-                assert_eq!(snapshot(&fast), snapshot(&slow), "{case:?} limits {max_line}/{max_record}");
-                from = to;
+            if let Err(e) =
+                skipping_equals_stepping(&input, delimiter, max_line, max_record, || 1 + (next() % 50) as usize)
+            {
+                panic!("{e}");
             }
         }
+    }
+
+    /// Bytes that move the state machine, mostly, and any byte now and then.
+    const STRUCTURE: &[u8] = b"\"\",;\t|\r\n\nab ";
+    const DELIMITERS: &[u8] = b",;\t|";
+
+    /// Hands out at most `.1` bytes per read, so the BOM and runs are cut across reads.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Extends the test above to every byte, delimiter and chunking, and checks what the source
+    /// delivers: the input itself (minus the BOM), no line over the cap, and the right error.
+    #[test]
+    fn fuzz_source_skips_like_it_steps_and_delivers_no_line_over_the_cap() {
+        let byte = prop_oneof![4 => select(STRUCTURE), 1 => any::<u8>()];
+        let caps = (1usize..60, 1usize..160);
+        let chunks = prop::collection::vec(1usize..64, 1..8);
+        let flags = (any::<bool>(), any::<bool>());
+        let strategy = (prop::collection::vec(byte, 0..400), select(DELIMITERS), caps, chunks, flags);
+        super::fuzz_driver::fuzz(
+            "source",
+            10_000,
+            strategy,
+            |(input, delimiter, (max_line, max_record), chunks, (bom, transcode))| {
+                let mut chunk = chunks.iter().cycle().copied();
+                skipping_equals_stepping(&input, delimiter, max_line, max_record, || chunk.next().unwrap_or(1))
+                    .map_err(TestCaseError::fail)?;
+
+                let file = if bom { [BOM, input.as_slice()].concat() } else { input.clone() };
+                let mut src = Source::new(Trickle(&file, chunks[0]), bom, transcode, delimiter, max_line, max_record);
+                let mut out = Vec::new();
+                let result = src.read_to_end(&mut out);
+                let error =
+                    result.as_ref().err().and_then(|e| e.get_ref()).and_then(|e| e.downcast_ref::<SourceError>());
+                if transcode {
+                    prop_assert!(std::str::from_utf8(&out).is_ok(), "transcoded output is not UTF-8");
+                } else {
+                    prop_assert!(input.starts_with(&out), "the output is not the input");
+                    let longest = out.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+                    prop_assert!(longest <= max_line, "a {}-byte line passed the {} cap", longest, max_line);
+                }
+                let long_line = input.split(|&b| b == b'\n').position(|l| l.len() > max_line).map(|i| i as u64 + 1);
+                match (error, long_line) {
+                    (None, _) => {
+                        prop_assert!(result.is_ok(), "an I/O error from a slice: {:?}", result);
+                        prop_assert_eq!(long_line, None, "a line over the cap was delivered");
+                        prop_assert!(transcode || out == input, "the output is cut short");
+                    }
+                    (Some(SourceError::LineTooLong { line, limit }), long) => {
+                        prop_assert_eq!((Some(*line), *limit), (long, max_line));
+                    }
+                    (Some(SourceError::RecordTooLong { line, limit }), long) => {
+                        prop_assert!(*limit == max_record && long.is_none_or(|l| *line <= l), "{:?}", error);
+                    }
+                    (Some(SourceError::UnterminatedQuote { .. }), long) => prop_assert_eq!(long, None),
+                }
+                let records: Vec<u64> = std::iter::from_fn(|| src.pop_record_line()).collect();
+                let blanks: Vec<u64> = std::iter::from_fn(|| src.pop_blank_before(u64::MAX)).collect();
+                for lines in [&records, &blanks] {
+                    prop_assert!(lines.windows(2).all(|w| w[0] <= w[1]), "lines out of order: {:?}", lines);
+                }
+                Ok(())
+            },
+        );
     }
 
     fn drain(src: &mut Source<&[u8]>) -> io::Result<Vec<u8>> {

@@ -6,22 +6,32 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artifacts, card, corpus, launchBrowser, nessusFile, startStack, token, until } from './harness.mjs';
 
+// Large enough that the import streams progress for several seconds.
+const LONG_IMPORT_BYTES = 120 << 20;
+
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
 
-/** A fresh stack and a page on it; both closed by the returned `close`. */
+/**
+ * A fresh stack and a page on it; both closed by the returned `close`. Every dialog is accepted
+ * and its type kept in `dialogs`; `csp` keeps what Chromium's console says the page's
+ * Content-Security-Policy refused (an inline style or script would show up there).
+ */
 async function open(name, { query = '', viewport = { width: 1280, height: 900 } } = {}) {
   const stack = await startStack(name);
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   const errors = [];
+  const dialogs = [];
+  const csp = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  page.on('dialog', (d) => d.accept());
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) csp.push(m.text()); });
+  page.on('dialog', (d) => { dialogs.push(d.type()); d.accept(); });
   await page.goto(`${stack.url}/${query}`);
   await page.locator('#app').waitFor({ state: 'visible' });
   return {
-    stack, page, context, errors,
+    stack, page, context, errors, dialogs, csp,
     async close() { await context.close(); await stack.stop(); },
   };
 }
@@ -32,6 +42,37 @@ async function choose(page, ...files) {
 
 async function summaryValue(c, field) {
   return Number((await c.locator(`[data-field="${field}"] b`).textContent()).replaceAll(',', ''));
+}
+
+/**
+ * Starts recording, in the page, each distinct text of the card's progress line (`progress`) and
+ * of its status region (`announced`). The observer watches the list of cards and looks the card
+ * up again on each change, so it counts updates whether or not the card keeps its nodes.
+ */
+async function recordCard(c) {
+  await c.evaluate((card) => {
+    const list = card.parentElement;
+    const key = card.dataset.key;
+    const text = (testid) => list.querySelector(`[data-key="${key}"] [data-testid="${testid}"]`)?.textContent ?? null;
+    const seen = { progress: [text('message')], announced: [text('announcement')] };
+    const note = (texts, value) => { if (texts.at(-1) !== value) texts.push(value); };
+    new MutationObserver(() => { note(seen.progress, text('message')); note(seen.announced, text('announcement')); })
+      .observe(list, { subtree: true, childList: true, characterData: true });
+    // How many progress texts had been shown when a press began and when it ended.
+    document.addEventListener('pointerdown', () => { seen.atDown = seen.progress.length; }, true);
+    document.addEventListener('pointerup', () => { seen.atUp = seen.progress.length; }, true);
+    window.hexflowRecord = seen;
+  });
+  return {
+    progress: () => c.page().evaluate(() => window.hexflowRecord.progress.length),
+    announced: () => c.page().evaluate(() => [...window.hexflowRecord.announced]),
+    press: () => c.page().evaluate(() => ({ atDown: window.hexflowRecord.atDown, atUp: window.hexflowRecord.atUp })),
+  };
+}
+
+/** Whether two element handles name the same node. */
+function same(page, a, b) {
+  return page.evaluate(([x, y]) => x === y, [a, b]);
 }
 
 describe('the import page', { concurrency: false }, () => {
@@ -49,6 +90,7 @@ describe('the import page', { concurrency: false }, () => {
       await until(async () => (await t.page.locator('[data-testid="finding"]').count()) === 29, 10000, 'the findings view to refresh');
       await until(async () => (await t.page.locator('#history tbody tr[data-session]').count()) === 1, 10000, 'the history row');
       assert.deepEqual(t.errors, []);
+      assert.deepEqual(t.csp, []);
     } finally { await t.close(); }
   });
 
@@ -64,6 +106,73 @@ describe('the import page', { concurrency: false }, () => {
       await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'cancelled', 20000, 'the card to say cancelled');
       await t.page.locator('#f-state').selectOption('all');
       await t.page.locator('[data-testid="no-findings"]').waitFor({ timeout: 10000 });
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('a focused Cancel button keeps its focus, and the status region its identity, across ten progress updates', async (ctx) => {
+    const t = await open('focus');
+    const file = nessusFile('focus.csv', LONG_IMPORT_BYTES);
+    try {
+      await choose(t.page, file);
+      const c = card(t.page, 'focus.csv');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      const record = await recordCard(c);
+      const cancel = await c.locator('[data-testid="cancel"]').elementHandle();
+      const region = await c.locator('[data-testid="announcement"]').elementHandle();
+      await cancel.focus();
+      const focused = await t.page.evaluateHandle(() => document.activeElement);
+      assert.ok(await same(t.page, focused, cancel), 'the Cancel button has the focus');
+      const start = await record.progress();
+
+      await until(async () => (await record.progress()) >= start + 10, 30000, 'ten progress updates');
+      await c.screenshot({ path: path.join(artifacts, 'card-mid-import.png') });
+
+      assert.equal(await c.locator('[data-testid="status"]').textContent(), 'processing', 'the import is still running');
+      assert.ok(await same(t.page, await t.page.evaluateHandle(() => document.activeElement), focused), 'the focus stayed on the Cancel button');
+      assert.ok(await same(t.page, await c.locator('[data-testid="cancel"]').elementHandle(), cancel), 'the Cancel button is the same element');
+      assert.ok(await same(t.page, await c.locator('[data-testid="announcement"]').elementHandle(), region), 'the status region is the same element');
+      const announced = await record.announced();
+      assert.ok(announced.length <= 3, `the status region spoke on phase changes only: ${JSON.stringify(announced)}`);
+
+      // The focused button still works from the keyboard.
+      await t.page.keyboard.press('Enter');
+      await until(() => t.dialogs.length === 1, 10000, 'the confirm dialog');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'cancelled', 20000, 'the card to say cancelled');
+      assert.deepEqual(t.dialogs, ['confirm']);
+      const all = await record.announced();
+      ctx.diagnostic(`${await record.progress()} progress texts shown; the status region said ${JSON.stringify(all)}`);
+      assert.match(all.at(-1), /focus\.csv: import cancelled/);
+      assert.deepEqual(t.errors, []);
+      assert.deepEqual(t.csp, []);
+    } finally { await t.close(); fs.rmSync(file, { force: true }); }
+  });
+
+  test('a Cancel click held 150 ms while progress streams opens the confirm dialog on the first try', async () => {
+    const t = await open('held-click');
+    const file = nessusFile('held-click.csv', LONG_IMPORT_BYTES);
+    try {
+      await choose(t.page, file);
+      const c = card(t.page, 'held-click.csv');
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'processing', 60000, 'processing');
+      const record = await recordCard(c);
+      await until(async () => (await record.progress()) >= 3, 30000, 'progress to stream');
+      const box = await c.locator('[data-testid="cancel"]').boundingBox();
+
+      await t.page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+      await t.page.mouse.down();
+      const pressed = await record.press();
+      await new Promise((r) => setTimeout(r, 150)); // the hold itself, as long as a person's click
+      // Held on (bounded) until an update has landed, so that the press always spans one.
+      await until(async () => (await record.progress()) > pressed.atDown, 5000, 'an update while the button is held');
+      await t.page.mouse.up();
+
+      await until(() => t.dialogs.length >= 1, 10000, 'the confirm dialog');
+      const { atDown, atUp } = await record.press();
+      assert.ok(atUp > atDown, `progress updates landed while the button was held (${atDown} -> ${atUp})`);
+      assert.deepEqual(t.dialogs, ['confirm']);
+      await until(async () => (await c.locator('[data-testid="status"]').textContent()) === 'cancelled', 20000, 'the card to say cancelled');
+      assert.deepEqual(t.errors, []);
+      assert.deepEqual(t.csp, []);
     } finally { await t.close(); fs.rmSync(file, { force: true }); }
   });
 
@@ -153,12 +262,20 @@ describe('the import page', { concurrency: false }, () => {
       await c.getByRole('button', { name: 'Details' }).click();
       await t.page.locator('#modal').waitFor({ state: 'visible' });
       await t.page.screenshot({ path: path.join(artifacts, 'modal-mid-import.png') });
+      const detail = await t.page.locator('#modal [data-testid="import-detail"]').elementHandle();
+      const shown = await t.page.locator('#modal [data-testid="message"]').textContent();
+      await until(async () => (await t.page.locator('#modal [data-testid="message"]').textContent()) !== shown, 30000, 'the detail to update');
+      assert.ok(await same(t.page, await t.page.locator('#modal [data-testid="import-detail"]').elementHandle(), detail), 'the detail is updated in place');
       await t.page.locator('#modal-close').click();
       await c.locator('[data-testid="summary"]').waitFor({ timeout: 120000 });
       const overflow = await t.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `the page is ${overflow} px wider than the viewport`);
       await c.scrollIntoViewIfNeeded();
+      // The bar is the same element all along and eases to its width: wait until it is full.
+      await until(() => c.locator('.bar > span').evaluate((fill) => fill.getBoundingClientRect().width >= fill.parentElement.clientWidth - 0.5),
+        5000, 'the bar to fill');
       await t.page.screenshot({ path: path.join(artifacts, 'summary.png') });
+      assert.deepEqual(t.csp, []);
     } finally { await t.close(); fs.rmSync(file, { force: true }); }
   });
 

@@ -1,10 +1,9 @@
 // One card per import (upload progress, then the import's live state), and the modal that
-// follows the import the user opened. State changes are batched per animation frame.
+// follows the import the user opened. State changes are batched per animation frame; each card
+// and the modal's detail is built once and then updated in place (see importview.js).
 
-import { getJson } from './api.js';
-import { csvCell, el, formatBytes, formatEta, formatNumber } from './format.js';
+import { ImportView } from './importview.js';
 
-const TERMINAL = ['completed', 'error', 'cancelled'];
 const STORE_KEY = 'hexflow_imports';
 
 export class Cards {
@@ -12,13 +11,15 @@ export class Cards {
     this.container = container;
     this.modal = modal;
     this.onCancel = onCancel;
-    this.items = new Map(); // key -> {id, filename, upload, event, error, node}
+    this.items = new Map(); // key -> {key, id, filename, upload, event, error, view}
     this.dirty = new Set();
     this.frame = null;
     this.openKey = null;
+    this.modalView = null; // the detail of the import at openKey
     modal.querySelector('#modal-close').addEventListener('click', () => modal.close());
     modal.addEventListener('close', () => {
       this.openKey = null;
+      this.modalView = null;
       modal.querySelector('#modal-content').replaceChildren();
     });
   }
@@ -103,6 +104,7 @@ export class Cards {
   }
 
   open(key) {
+    if (key !== this.openKey) this.modalView = null;
     this.openKey = key;
     this.renderModal();
     if (!this.modal.open) this.modal.showModal();
@@ -111,113 +113,24 @@ export class Cards {
   renderCard(key) {
     const item = this.items.get(key);
     if (!item) return;
-    const node = detail(item, { onCancel: this.onCancel, onOpen: () => this.open(key), compact: true });
-    node.classList.add('card');
-    node.dataset.key = key;
-    if (item.node) item.node.replaceWith(node); else this.container.prepend(node);
-    item.node = node;
+    if (!item.view) {
+      item.view = new ImportView({ compact: true, onCancel: this.onCancel, onOpen: () => this.open(key) });
+      item.view.root.dataset.key = key;
+      this.container.prepend(item.view.root);
+    }
+    item.view.update(item);
   }
 
   renderModal() {
     const item = this.items.get(this.openKey);
     if (!item) return;
-    this.modal.querySelector('#modal-title').textContent = item.filename;
-    this.modal.querySelector('#modal-content').replaceChildren(detail(item, { onCancel: this.onCancel, compact: false }));
+    if (!this.modalView) {
+      const close = this.modal.querySelector('#modal-close');
+      this.modalView = new ImportView({ compact: false, onCancel: this.onCancel, focusAfterCancel: close });
+      this.modal.querySelector('#modal-content').replaceChildren(this.modalView.root);
+    }
+    const title = this.modal.querySelector('#modal-title');
+    if (title.textContent !== item.filename) title.textContent = item.filename;
+    this.modalView.update(item);
   }
-}
-
-function statusOf(item) {
-  if (item.error && !item.event) return 'error';
-  if (item.upload) return 'uploading';
-  return item.event?.status || 'queued';
-}
-
-/** The view of one import: used by the card and by the modal. */
-function detail(item, { onCancel, onOpen, compact }) {
-  const e = item.event;
-  const status = statusOf(item);
-  const percent = item.upload
-    ? (item.upload.total ? (100 * item.upload.loaded) / item.upload.total : 0)
-    : (e?.progress ?? 0);
-  const root = el('article', { 'data-status': status, 'data-testid': compact ? 'import-card' : 'import-detail', 'data-session': item.id || '' });
-  const head = el('div', { class: 'card-head' },
-    el('span', { class: 'card-title', text: item.filename }),
-    el('span', { class: 'pill', 'data-status': status, 'data-testid': 'status', text: item.upload ? 'uploading' : status }));
-  const bar = el('div', {
-    class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100,
-    'aria-valuenow': Math.round(percent), 'aria-label': `${item.filename} progress`,
-  }, el('span'));
-  bar.firstChild.style.width = `${Math.min(100, percent)}%`;
-  const line = item.upload
-    ? `Uploading ${formatBytes(item.upload.loaded)} of ${formatBytes(item.upload.total)} (${Math.floor(percent)}%)`
-    : `${Math.floor(percent)}% · ${e?.phase ?? 'queued'}${e?.message ? ` · ${e.message}` : ''}`;
-  const live = el('p', { class: 'message', role: 'status', 'aria-live': 'polite', 'data-testid': 'message', text: line });
-  root.append(head, bar, live);
-  if (e && !item.upload) {
-    root.append(el('div', { class: 'stats' },
-      el('span', { text: `Rows ${formatNumber(e.processedRows)}${e.totalRows != null ? ` / ${formatNumber(e.totalRows)}` : ''}` }),
-      el('span', { text: `${formatNumber(Math.round(e.rowsPerSecond || 0))} rows/s` }),
-      el('span', { 'data-testid': 'eta', text: `ETA ${TERMINAL.includes(e.status) ? '–' : formatEta(e.etaSeconds)}` }),
-      e.attempt > 1 ? el('span', { text: `attempt ${e.attempt}` }) : null));
-  }
-  if (e?.summary) root.append(summary(item.id, e.summary, compact));
-  const error = e?.error || item.error;
-  if (error) root.append(errorBox(error));
-  const actions = el('div', { class: 'actions' });
-  if (item.id && e && !TERMINAL.includes(e.status)) {
-    const cancel = el('button', { type: 'button', class: 'small danger', 'data-testid': 'cancel', text: 'Cancel' });
-    cancel.addEventListener('click', () => {
-      if (confirm(`Cancel the import of ${item.filename}? Nothing of it will be kept.`)) onCancel(item.id);
-    });
-    actions.append(cancel);
-  }
-  if (onOpen && item.id) {
-    const open = el('button', { type: 'button', class: 'small secondary', text: 'Details' });
-    open.addEventListener('click', onOpen);
-    actions.append(open);
-  }
-  if (actions.childElementCount) root.append(actions);
-  return root;
-}
-
-function summary(id, s, compact) {
-  const box = el('div', { class: 'summary', 'data-testid': 'summary' });
-  const cells = [['new', s.new], ['updated', s.updated], ['unchanged', s.unchanged], ['resolved', s.resolved],
-    ['reopened', s.reopened], ['skipped', s.skippedDuplicates], ['invalid rows', s.validationErrors]];
-  for (const [label, value] of cells) {
-    box.append(el('div', { 'data-field': label }, el('b', { text: formatNumber(value) }), el('span', { text: label })));
-  }
-  const wrap = el('div', {}, box);
-  if (!compact) wrap.append(el('p', { class: 'muted', text: `${formatNumber(s.rows)} rows in ${formatEta(s.durationMs / 1000)} (${formatNumber(Math.round(s.rowsPerSecond))} rows/s)` }));
-  if (s.validationErrors > 0) {
-    const download = el('button', { type: 'button', class: 'small secondary', 'data-testid': 'download-errors', text: 'Download invalid rows' });
-    download.addEventListener('click', () => downloadErrors(id));
-    wrap.append(el('div', { class: 'actions' }, download));
-  }
-  return wrap;
-}
-
-function errorBox(error) {
-  const box = el('div', { class: 'error-box', role: 'alert', 'data-testid': 'error' },
-    el('strong', { text: error.code || 'ERROR' }), document.createTextNode(' '), el('span', { text: error.message || '' }));
-  const d = error.details;
-  if (d && (d.line || d.column)) {
-    box.append(el('div', { class: 'muted', text: `line ${d.line ?? '?'}${d.column ? `, column ${d.column}` : ''}${d.value != null ? `, value "${d.value}"` : ''}${d.expected ? `; expected ${d.expected}` : ''}` }));
-  }
-  if (error.recoverySuggestions?.length) {
-    box.append(el('ul', {}, ...error.recoverySuggestions.map((s) => el('li', { text: s }))));
-  }
-  return box;
-}
-
-async function downloadErrors(id) {
-  const body = await getJson(`/api/imports/${encodeURIComponent(id)}/errors`);
-  const lines = [['line', 'column', 'value', 'problem', 'expected'].join(',')];
-  for (const r of body.items) lines.push([r.line, r.column, r.value, r.message, r.expected].map(csvCell).join(','));
-  const url = URL.createObjectURL(new Blob([lines.join('\n') + '\n'], { type: 'text/csv' }));
-  const a = el('a', { href: url, download: `invalid-rows-${id}.csv` });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }

@@ -1,7 +1,8 @@
-//! Integration tests of the `formats` crate: the real corpus, the project's fixtures, and
-//! the refusal paths. One binary, modules per concern.
+//! Integration tests of the `formats` crate: the real corpus, the project's fixtures, the
+//! refusal paths, and the fuzz targets. One binary, modules per concern.
 
 mod corpus;
 mod fixtures;
+mod fuzz;
 mod refusals;
 mod support;

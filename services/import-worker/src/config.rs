@@ -67,8 +67,9 @@ pub struct Config {
         default_value_t = 30
     )]
     pub shutdown_grace_secs: u64,
-    /// Staging rows (bytes of CSV) committed at a time when a first import's findings are
-    /// written while it loads; each slice is then written by the merge's connection.
+    /// Staging rows (bytes of CSV) committed at a time, each slice with where the load stands,
+    /// so that a later attempt resumes after the last one; when a first import's findings are
+    /// written while it loads, each slice is then written by the merge's connection.
     #[arg(
         long = "early-slice-bytes",
         env = "HEXFLOW_WORKER_EARLY_SLICE_BYTES",
@@ -142,6 +143,14 @@ impl Config {
             db,
             telemetry: TelemetryConfig::default(),
         }
+    }
+
+    /// How often an attempt records its heartbeat, and how old the heartbeat of a processing
+    /// import gets before watchers are told its worker stopped responding (well within the ack
+    /// wait, after which the job is delivered again).
+    pub fn liveness(&self) -> (Duration, Duration) {
+        let every = (self.ack_wait() / 4).clamp(Duration::from_millis(250), Duration::from_secs(2));
+        (every, every * 5 / 2)
     }
 
     /// `ack_wait` as a duration.

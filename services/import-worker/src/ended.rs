@@ -2,7 +2,7 @@
 //! is derived from the row (same seq, same content, whoever publishes it), and whatever finds an
 //! import ended without its cleanup done — the attempt that ended it, a redelivery of its job,
 //! the periodic sweep — finishes it the same way: terminal event on the progress stream (unless
-//! the snapshot already shows it), staging table dropped, upload removed for good, `cleaned_at`
+//! the snapshot already shows it), staging table and its resume point dropped, upload removed for good, `cleaned_at`
 //! recorded. Every step is idempotent, so two workers finishing one import do no harm, and one
 //! that fails (NATS unreachable) leaves `cleaned_at` empty for the next to retry.
 
@@ -125,6 +125,7 @@ pub async fn finish(worker: &Worker, id: Uuid) -> Result<bool> {
     let key = row.object_key.clone();
     republish(&worker.db, &worker.nats, row).await?;
     crate::merge::drop_staging(&worker.db, &names::staging_table(id)).await?;
+    crate::resume::forget_import(&worker.db, id).await?;
     if !worker.config.keep_uploads {
         worker.nats.purge_upload(&key).await.step("removing the uploaded file")?;
     }

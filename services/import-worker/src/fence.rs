@@ -22,9 +22,6 @@ use uuid::Uuid;
 
 use crate::error::{JobError, Result, StepExt};
 
-/// SQLSTATE raised by statements that find their attempt fenced.
-pub const FENCED_SQLSTATE: &str = "HXF01";
-
 /// The token of one attempt.
 #[derive(Clone, Debug)]
 pub struct Fence {
@@ -46,23 +43,21 @@ impl Fence {
         &self.db
     }
 
-    /// `Err(JobError::Fenced)` unless this attempt still holds the running import.
-    pub async fn check(&self) -> Result<()> {
-        let current: Option<bool> =
-            sqlx::query_scalar("SELECT attempts = $2 AND status = 'processing' FROM imports WHERE id = $1")
-                .bind(self.import_id)
-                .bind(self.attempt as i32)
-                .fetch_optional(&self.db)
-                .await
-                .step("checking the attempt's fence")?;
-        if current == Some(true) { Ok(()) } else { Err(JobError::Fenced) }
-    }
-}
-
-/// Turns a statement's failure into `JobError::Fenced` when it raised [`FENCED_SQLSTATE`].
-pub fn fenced_or(err: sqlx::Error, step: &'static str) -> JobError {
-    match &err {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some(FENCED_SQLSTATE) => JobError::Fenced,
-        _ => JobError::Transient { step, cause: err.to_string() },
+    /// `Err(JobError::Fenced)` unless this attempt still holds the running import; else the
+    /// row's `last_seq` (a note that the attempt stopped responding, published while it was
+    /// stalled, moved it past the attempt's own events).
+    pub async fn check(&self) -> Result<u64> {
+        let current: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT CASE WHEN attempts = $2 AND status = 'processing' THEN last_seq END FROM imports WHERE id = $1",
+        )
+        .bind(self.import_id)
+        .bind(self.attempt as i32)
+        .fetch_optional(&self.db)
+        .await
+        .step("checking the attempt's fence")?;
+        match current {
+            Some(Some(last_seq)) => Ok(last_seq.max(0) as u64),
+            _ => Err(JobError::Fenced),
+        }
     }
 }

@@ -88,6 +88,46 @@ fn spawn_heartbeat(message: Message, ack_wait: Duration) -> tokio::task::JoinHan
     })
 }
 
+/// Touches the import's `heartbeat_at` every `every` while this attempt holds it, so watchers
+/// can be told when its worker stops responding (`stall`).
+fn spawn_liveness(fence: Fence, every: Duration) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let touched = sqlx::query(
+                "UPDATE imports SET heartbeat_at = clock_timestamp()
+                 WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+            )
+            .bind(fence.import_id)
+            .bind(fence.attempt as i32)
+            .execute(fence.db())
+            .await;
+            if let Err(err) = touched {
+                tracing::warn!(error = %err, "could not record the attempt's heartbeat");
+            }
+        }
+    }))
+}
+
+/// A background task that ends with its owner, however the owner ends (an attempt aborted at
+/// shutdown too).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the attempt and decides the acknowledgement (`None`: fenced, none at all).
 async fn run(worker: &Worker, job: &ImportJob, attempt: u32, trace: Option<TraceContext>) -> Option<AckKind> {
     let id = job.import_id;
@@ -157,7 +197,8 @@ async fn attempt_import(
     // The claim records this delivery's number as the fencing token, unless a later delivery
     // already did (this one is stale).
     let claim: Option<Claim> = match sqlx::query_as(
-        "UPDATE imports SET status = 'processing', attempts = $2, started_at = coalesce(started_at, clock_timestamp())
+        "UPDATE imports SET status = 'processing', attempts = $2, started_at = coalesce(started_at, clock_timestamp()),
+                heartbeat_at = clock_timestamp()
          WHERE id = $1 AND status IN ('queued', 'processing') AND attempts < $2
          RETURNING last_seq, size_bytes",
     )
@@ -173,7 +214,9 @@ async fn attempt_import(
         return fenced(worker, id).await;
     };
     let fence = Fence::new(db.clone(), id, attempt);
-    let snapshot_seq = worker.nats.last_progress(id).await.ok().flatten().map(|e| e.seq).unwrap_or(0);
+    let liveness = spawn_liveness(fence.clone(), worker.config.liveness().0);
+    let snapshot = worker.nats.last_progress(id).await.ok().flatten();
+    let snapshot_seq = snapshot.as_ref().map(|e| e.seq).unwrap_or(0);
     let mut reporter = Reporter::new(
         worker.nats.clone(),
         fence.clone(),
@@ -192,9 +235,13 @@ async fn attempt_import(
         worker.config.progress_events,
         worker.merge_rate(),
     );
+    if let Some(shown) = snapshot.filter(|e| e.status == shared::Status::Processing) {
+        reporter.shown(shown.progress);
+    }
     worker.metrics.jobs_active.add(1);
     let result = pipeline(worker, job, staging, &mut reporter, cancel).await;
     worker.metrics.jobs_active.add(-1);
+    liveness.abort();
     let partial = reporter.partial_results();
     let (ended, ack) = match result {
         Ok(summary) => {
@@ -266,12 +313,22 @@ async fn retry(
     err: &JobError,
 ) -> Option<AckKind> {
     let id = reporter.fence().import_id;
-    // A cancel or failure can leave the early writer's statement running in PostgreSQL: it is
-    // ended with the table.
-    match merge::drop_staging_if_current(&worker.db, reporter.fence(), staging).await {
+    // A failure can leave the early writer's statement running in PostgreSQL: it is ended. The
+    // staging table stays for the next attempt to resume when a resume point goes with it.
+    match crate::resume::release(&worker.db, reporter.fence(), staging).await {
         Err(JobError::Fenced) => return fenced(worker, id).await,
-        Err(e) => tracing::warn!(error = %e, "could not drop the staging table; the next attempt will"),
+        Err(e) => tracing::warn!(error = %e, "could not hand back the staging table; the next attempt will"),
         Ok(()) => {}
+    }
+    // No attempt holds the import until the redelivery: watchers keep the message below, not
+    // one saying that a worker stopped responding.
+    let quiet = sqlx::query("UPDATE imports SET heartbeat_at = NULL WHERE id = $1 AND attempts = $2")
+        .bind(id)
+        .bind(attempt as i32)
+        .execute(&worker.db)
+        .await;
+    if let Err(e) = quiet {
+        tracing::warn!(error = %e, "could not clear the heartbeat");
     }
     let delay = backoff(attempt);
     match reporter.retrying(format!("Attempt {attempt} failed ({err}); retrying in {}s", delay.as_secs())).await {
@@ -311,11 +368,30 @@ async fn pipeline(
             &["Upgrade the workers to the gateway's version."],
         )
     })?;
-    reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
-    // An earlier attempt of this job died: what it left goes first, with its session if that
-    // is still running a statement.
-    merge::drop_staging_if_current(db, reporter.fence(), staging).await?;
-    merge::create_staging(db, staging).await?;
+    // An earlier attempt of this job died or failed: its sessions still holding the staging
+    // table are ended, and the load goes on after its last committed slice, or starts over.
+    let resume = crate::resume::take_over(db, reporter.fence(), staging).await?;
+    match &resume {
+        Some(point) => {
+            let share = reporter.resume_from(point);
+            tracing::info!(
+                line = point.next_line,
+                offset = point.offset,
+                "resuming the load after the last committed slice"
+            );
+            let attempt = reporter.fence().attempt;
+            let at = if point.at_end {
+                "the merge: the whole file is loaded".to_owned()
+            } else {
+                format!("{share:.0} % of the file (line {})", point.next_line)
+            };
+            reporter.phase(Phase::Loading, format!("Attempt {attempt}, resuming at {at}")).await?;
+        }
+        None => {
+            reporter.phase(Phase::Parsing, format!("Reading {} header", format.name())).await?;
+            merge::create_staging(db, staging).await?;
+        }
+    }
     let limits = Limits { max_line_bytes: worker.config.max_line_bytes, ..Limits::default() };
     let target = early::Target {
         import_id: job.import_id,
@@ -324,7 +400,11 @@ async fn pipeline(
         scan_date: job.scan_date.clone(),
         staging: staging.to_owned(),
     };
-    let early = EarlyWriter::begin(db, target).await?.map(EarlyWriter::start);
+    // A resumed load writes no findings early: the staged rows' keys are not tracked any more.
+    let early = match resume {
+        Some(_) => None,
+        None => EarlyWriter::begin(db, target).await?.map(EarlyWriter::start),
+    };
     if let Some(writes) = &early {
         tracing::info!("no findings of this scanner yet: writing them while the file loads");
         reporter.writing_early(writes.inserted());
@@ -337,6 +417,7 @@ async fn pipeline(
         max_row_errors: worker.config.max_row_errors,
         early,
         slice_bytes: worker.config.early_slice_bytes,
+        resume,
     };
     let loaded = load::load(db, &worker.nats, spec, reporter, cancel).await?;
     reporter.loaded(loaded.counters);

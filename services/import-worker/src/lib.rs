@@ -5,7 +5,7 @@
 //! Consumes: `hexflow.jobs.import` (durable `import-workers`, explicit ack, in-progress acks),
 //! `hexflow.cancel.*`, the max-deliveries advisory of the job consumer. Publishes:
 //! `hexflow.progress.<id>`. Tables: `imports`, `import_row_errors`, `import_staging_<id>`,
-//! `scanner_checks`, `vulnerabilities`.
+//! `import_resume`, `scanner_checks`, `vulnerabilities`.
 //!
 //! # Layout
 //! - [`config`]: `Config` from the environment.
@@ -15,7 +15,10 @@
 //! - `fence`: which attempt may still write (the delivery number as fencing token).
 //! - `ended`: the terminal event derived from the row, and the cleanup of an ended import.
 //! - `sweep`: the periodic pass that finishes ended imports and removes orphaned uploads.
-//! - `load`: object → format reader → COPY.
+//! - `load`: object → format reader → COPY, in committed slices.
+//! - `resume`: where a load stands after each slice, and how a later attempt continues it.
+//! - `lines`: byte offsets of line starts, for resume points.
+//! - `stall`: telling watchers when the worker holding an import stopped responding.
 //! - `merge`: the lifecycle merge transaction.
 //! - `object`: the uploaded file, read chunk by chunk.
 //! - `progress`: events, coalescing, ETA.
@@ -30,11 +33,14 @@ mod ended;
 pub mod error;
 mod fence;
 mod job;
+mod lines;
 mod load;
 mod merge;
 mod object;
 mod progress;
+mod resume;
 mod staging;
+mod stall;
 mod sweep;
 
 use std::{
@@ -127,6 +133,7 @@ impl Worker {
             tokio::spawn(cancel::watch_cancel_requests(self.clone())),
             tokio::spawn(cancel::watch_exhausted_jobs(self.clone())),
             tokio::spawn(sweep::run(self.clone())),
+            tokio::spawn(stall::run(self.clone())),
         ];
         let trigger = stop.clone();
         let ops = self.ops.clone();

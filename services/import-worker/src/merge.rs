@@ -415,34 +415,6 @@ pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
     Ok(())
 }
 
-/// [`drop_staging`] by the attempt `fence` while it still holds the import (before it starts,
-/// or before it hands the job back): `Err(JobError::Fenced)` otherwise, and nothing is touched,
-/// so a stale attempt never ends the sessions of the live one. The import row stays locked
-/// until the table is gone, so no newer attempt can claim the import in between.
-pub async fn drop_staging_if_current(db: &PgPool, fence: &crate::fence::Fence, staging: &str) -> Result<()> {
-    // A DO block takes no parameters: the values are a UUID, an integer and a name made of hex.
-    let sql = format!(
-        "DO $$
-         BEGIN
-           PERFORM 1 FROM imports WHERE id = '{id}' AND attempts = {attempt} FOR UPDATE;
-           IF NOT FOUND THEN
-             RAISE EXCEPTION 'attempt {attempt} of import {id} is fenced' USING ERRCODE = '{code}';
-           END IF;
-           PERFORM pg_terminate_backend(pid) FROM pg_locks
-            WHERE relation = to_regclass('{staging}') AND pid <> pg_backend_pid();
-           DROP TABLE IF EXISTS {staging};
-         END $$",
-        id = fence.import_id,
-        attempt = fence.attempt,
-        code = crate::fence::FENCED_SQLSTATE,
-    );
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(db)
-        .await
-        .map_err(|e| crate::fence::fenced_or(e, "dropping the staging table"))?;
-    Ok(())
-}
-
 /// Creates an empty staging table for the import (after [`drop_staging`] removed any earlier one).
 pub async fn create_staging(db: &PgPool, staging: &str) -> Result<()> {
     sqlx::query(AssertSqlSafe(format!(

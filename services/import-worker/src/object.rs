@@ -39,8 +39,10 @@ async fn fetch_with_retry(
     }
 }
 
-/// Opens the object `key` of the uploads bucket; the reader yields its bytes in order.
-pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+/// Opens the object `key` of the uploads bucket; the reader yields its bytes in order from byte
+/// `skip` on (a resumed load): whole chunks before it are fetched but not handed on, then the
+/// first bytes of the chunk it falls in.
+pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
     let store = nats.uploads().await.step("opening uploads bucket")?;
     // In a cluster the answer may come from a replica that has not caught up with the upload
     // yet (the bucket allows direct reads): "not found" is believed after a few tries only.
@@ -69,13 +71,20 @@ pub async fn open(nats: &Nats, key: &str) -> Result<Box<dyn AsyncRead + Send + U
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let chunks = info.chunks;
     tokio::spawn(async move {
-        let mut next_seq = 1;
+        let (mut next_seq, mut skip) = (1, skip);
         for _ in 0..chunks {
             let chunk = fetch_with_retry(&stream, &subject, next_seq).await;
             let item = match chunk {
                 Ok(message) => {
                     next_seq = message.sequence + 1;
-                    Ok(message.payload)
+                    let len = message.payload.len() as u64;
+                    if skip >= len {
+                        skip -= len;
+                        continue;
+                    }
+                    let payload = message.payload.slice(skip as usize..);
+                    skip = 0;
+                    Ok(payload)
                 }
                 Err(e) => Err(io::Error::other(format!("reading chunk of the upload: {e}"))),
             };

@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use crate::{
     error::{JobError, Result, StepExt},
     fence::Fence,
+    resume::ResumePoint,
 };
 
 /// Steps of the pipeline shown as `currentStep/totalSteps`.
@@ -60,6 +61,10 @@ pub struct Reporter {
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
     writing_from: Option<(Instant, u64)>,
+    /// Where a resumed load started: throughput counts only what this attempt read.
+    base: Counters,
+    /// Progress of the snapshot when this attempt started.
+    shown_progress: f64,
 }
 
 impl Reporter {
@@ -112,6 +117,8 @@ impl Reporter {
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
+            base: Counters::default(),
+            shown_progress: 0.0,
         }
     }
 
@@ -127,6 +134,26 @@ impl Reporter {
             bytes_processed: self.event.bytes_processed,
             validation_errors: self.invalid_rows,
         }
+    }
+
+    /// The progress watchers were last shown (by an earlier attempt): a resumed load does not
+    /// go back below it.
+    pub fn shown(&mut self, progress: f64) {
+        self.shown_progress = progress;
+    }
+
+    /// Continues a load from `point`: counters and progress start where it stands (never below
+    /// what watchers were shown). Returns the share of the file already loaded, in percent.
+    pub fn resume_from(&mut self, point: &ResumePoint) -> f64 {
+        let bytes = point.offset.unwrap_or_default().min(self.event.total_bytes);
+        self.base = Counters { rows: point.rows, bytes, invalid: point.invalid, staged: point.staged };
+        self.event.processed_rows = point.rows;
+        self.event.bytes_processed = bytes;
+        self.invalid_rows = point.invalid;
+        let share = if self.event.total_bytes == 0 { 1.0 } else { bytes as f64 / self.event.total_bytes as f64 };
+        let progress = (Phase::Loading.overall(share) * 100.0).round() / 100.0;
+        self.event.progress = progress.max(self.shown_progress);
+        share * 100.0
     }
 
     /// The findings are written while loading: the ETA counts the rows still to write, not a
@@ -148,9 +175,9 @@ impl Reporter {
     fn advance(&mut self, phase: Phase, fraction: f64, message: String) {
         self.event.seq += 1;
         self.event.phase = phase;
-        // Never backwards within an attempt.
-        self.event.progress = (phase.overall(fraction) * 100.0).round() / 100.0;
-        self.event.progress = self.event.progress.max(self.last_progress());
+        // Never backwards within an attempt (nor below where a resumed load starts).
+        let before = self.last_progress();
+        self.event.progress = ((phase.overall(fraction) * 100.0).round() / 100.0).max(before);
         self.event.message = message;
         self.event.metadata.current_step = Self::step_of(phase);
         self.event.metadata.total_steps = TOTAL_STEPS;
@@ -178,7 +205,7 @@ impl Reporter {
         self.invalid_rows = counters.invalid;
         let secs = self.load_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
         if secs > 0.0 {
-            self.event.rows_per_second = (counters.rows as f64 / secs).round();
+            self.event.rows_per_second = (counters.rows.saturating_sub(self.base.rows) as f64 / secs).round();
         }
         self.event.eta_seconds = self.eta(counters, secs);
         if !self.due() {
@@ -249,11 +276,12 @@ impl Reporter {
     /// the file is behind, so that even a short load shows one.
     fn eta(&self, c: Counters, secs: f64) -> Option<f64> {
         let total = self.event.total_bytes.max(c.bytes) as f64;
-        let measured = secs >= 0.2 || c.bytes as f64 >= total / 20.0;
-        if !measured || secs <= 0.0 || c.bytes == 0 || c.rows == 0 {
+        let read = c.bytes.saturating_sub(self.base.bytes) as f64;
+        let measured = secs >= 0.2 || read >= total / 20.0;
+        if !measured || secs <= 0.0 || read == 0.0 || c.rows == 0 {
             return None;
         }
-        let load_left = (total - c.bytes as f64) / (c.bytes as f64 / secs);
+        let load_left = (total - c.bytes as f64) / (read / secs);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
         if let Some(inserted) = &self.early_inserted {
             // Findings go on being written at the pace seen so far until the load ends, and the
@@ -302,13 +330,19 @@ impl Reporter {
         self.event.seq += 1;
         self.event.message = message;
         self.event.timestamp = now_ms();
+        self.event.eta_seconds = None;
         self.save().await?;
-        self.publish(true).await
+        self.fence.check().await?;
+        self.nats.publish_progress(&self.event, self.trace, true).await.step("publishing progress")
     }
 
-    /// Publishes a non-terminal event, once the fence says this attempt still holds the import.
-    async fn publish(&self, confirm: bool) -> Result<()> {
-        self.fence.check().await?;
+    /// Publishes a non-terminal event, once the fence says this attempt still holds the import;
+    /// its seq goes past a note published about this attempt meanwhile.
+    async fn publish(&mut self, confirm: bool) -> Result<()> {
+        let last_seq = self.fence.check().await?;
+        if last_seq >= self.event.seq {
+            self.event.seq = last_seq + 1;
+        }
         self.nats.publish_progress(&self.event, self.trace, confirm).await.step("publishing progress")
     }
 

@@ -88,6 +88,35 @@ fn max_opt(a: Option<f32>, b: Option<f32>) -> Option<f32> {
 }
 
 impl StagingWriter {
+    /// A writer continuing a load resumed after `written` staged rows, the last one from
+    /// `last_line`, `folded` findings folded, the text of `checks_seen` staged. Keys are no
+    /// longer tracked (those staged before are not known here), so the merge deduplicates.
+    pub fn resumed(written: u64, last_line: u64, folded: u64, checks_seen: Vec<String>) -> Self {
+        let checks_seen = checks_seen.into_iter().collect();
+        StagingWriter { keys: None, written, last_line, folded, checks_seen, ..StagingWriter::default() }
+    }
+
+    /// Findings folded so far.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// Writes the finding held for a repeat unless `next` repeats its key: `true` when nothing
+    /// is held any more, so every finding before `next` is in the CSV (a resume point).
+    pub fn close_before(&mut self, next: &Finding) -> bool {
+        match self.pending.take() {
+            Some(pending) if same_key(&pending, next) => {
+                self.pending = Some(pending);
+                false
+            }
+            Some(pending) => {
+                self.encode(&pending);
+                true
+            }
+            None => true,
+        }
+    }
+
     /// Bytes flushed so far (the CSV writer's own buffer of a few KiB is not counted).
     pub fn len(&self) -> usize {
         self.writer.get_ref().len()
@@ -125,6 +154,13 @@ impl StagingWriter {
                     self.encode(&previous);
                 }
             }
+        }
+    }
+
+    /// Writes the finding held for a repeat, if any (the end of the file).
+    pub fn flush(&mut self) {
+        if let Some(last) = self.pending.take() {
+            self.encode(&last);
         }
     }
 

@@ -14,4 +14,5 @@ mod http_api;
 mod large_file;
 mod lifecycle;
 mod realtime;
+mod resume;
 mod tokens;
