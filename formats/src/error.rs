@@ -180,6 +180,18 @@ impl ReadError {
     }
 }
 
+/// Every code a [`RowError`] may carry (stable: stored with the row errors and shown to users).
+pub const ROW_ERROR_CODES: &[&str] = &[
+    "MISSING_VALUE",
+    "INVALID_NUMBER",
+    "INVALID_PORT",
+    "INVALID_SEVERITY",
+    "INVALID_VALUE",
+    "INVALID_ENCODING",
+    "FIELD_TOO_LONG",
+    "WRONG_FIELD_COUNT",
+];
+
 /// Why one row was skipped; the import goes on.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RowError {
@@ -189,8 +201,7 @@ pub struct RowError {
     pub column: String,
     /// The offending value, truncated to 200 characters.
     pub value: String,
-    /// Stable code: `MISSING_VALUE`, `INVALID_NUMBER`, `INVALID_PORT`, `INVALID_SEVERITY`,
-    /// `INVALID_VALUE`, `INVALID_ENCODING`, `FIELD_TOO_LONG` or `WRONG_FIELD_COUNT`.
+    /// Stable code, one of [`ROW_ERROR_CODES`].
     pub code: &'static str,
     /// What a valid value looks like, e.g. "an integer port 0-65535".
     pub expected: String,

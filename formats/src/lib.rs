@@ -36,7 +36,7 @@ mod sniff;
 mod source;
 
 pub use encoding::TextEncoding;
-pub use error::{ReadError, RowError, SniffError};
+pub use error::{ROW_ERROR_CODES, ReadError, RowError, SniffError};
 pub use format::Format;
 pub use reader::{Limits, ScanReader};
 pub use row::{Finding, Row};

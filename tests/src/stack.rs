@@ -221,6 +221,26 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Imports `path` (with the form `fields`) on a stack of its own, with nothing going wrong,
+    /// and asserts that this test's findings equal that clean run's; returns its terminal event.
+    pub async fn assert_findings_equal_a_clean_run(&self, path: &Path, fields: &[(&str, &str)]) -> ProgressEvent {
+        let clean = TestEnv::start().await;
+        let gateway = clean.gateway().await;
+        let _worker = clean.worker().await;
+        let id = Uuid::now_v7();
+        let id_text = id.to_string();
+        let mut form = vec![("sessionId", id_text.as_str())];
+        form.extend_from_slice(fields);
+        gateway.upload_path(path, &form).await;
+        let done = clean.wait_for_terminal(id, Duration::from_secs(120)).await;
+        assert_eq!(done.status, shared::Status::Completed, "the clean run completes");
+        let (ours, theirs) = (self.findings_dump().await, clean.findings_dump().await);
+        assert!(!ours.is_empty());
+        assert_eq!(ours.len(), theirs.len(), "same number of findings");
+        assert!(ours == theirs, "the final tables equal a clean run's");
+        done
+    }
+
     /// Every finding as sorted text rows, to compare final states.
     pub async fn findings_dump(&self) -> Vec<String> {
         sqlx::query_scalar(

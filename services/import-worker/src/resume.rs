@@ -86,18 +86,6 @@ impl Stored {
     }
 }
 
-/// The codes a [`RowError`] can carry (it holds a `&'static str`).
-const ROW_ERROR_CODES: &[&str] = &[
-    "MISSING_VALUE",
-    "INVALID_NUMBER",
-    "INVALID_PORT",
-    "INVALID_SEVERITY",
-    "INVALID_VALUE",
-    "INVALID_ENCODING",
-    "FIELD_TOO_LONG",
-    "WRONG_FIELD_COUNT",
-];
-
 fn error_to_json(e: &RowError) -> Value {
     json!({"line": e.line, "column": e.column, "value": e.value, "code": e.code, "expected": e.expected, "message": e.message})
 }
@@ -109,7 +97,7 @@ fn error_from_json(v: &Value) -> Option<RowError> {
         line: v.get("line").and_then(Value::as_u64)?,
         column: text("column")?,
         value: text("value")?,
-        code: ROW_ERROR_CODES.iter().copied().find(|c| *c == code).unwrap_or("INVALID_VALUE"),
+        code: formats::ROW_ERROR_CODES.iter().copied().find(|c| *c == code).unwrap_or("INVALID_VALUE"),
         expected: text("expected")?,
         message: text("message")?,
     })

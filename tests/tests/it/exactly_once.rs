@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hexflow_tests::{TestEnv, files, stack::ChildGuard};
+use hexflow_tests::{TestEnv, WorkerHandle, files, stack::ChildGuard};
 use shared::{Phase, ProgressEvent, Status, names};
 use uuid::Uuid;
 
@@ -52,6 +52,27 @@ async fn bucket_messages(env: &TestEnv) -> u64 {
     stream.info().await.unwrap().state.messages
 }
 
+/// Freezes the `stale` worker (SIGSTOP) past the ack wait, lets a live worker in this process
+/// finish the redelivered attempt, then wakes the stale one and waits until it finds itself
+/// fenced. Returns the terminal event, the time from the freeze to it, and the live worker.
+async fn freeze_until_redelivered_and_wake(
+    env: &TestEnv,
+    stale: &ChildGuard,
+    id: Uuid,
+) -> (ProgressEvent, Duration, WorkerHandle) {
+    signal(stale, "STOP");
+    let frozen_at = Instant::now();
+    let live = env.worker_with(|c| c.ack_wait_secs = 3).await;
+    let done = env.wait_for_terminal(id, Duration::from_secs(180)).await;
+    let took = frozen_at.elapsed();
+    signal(stale, "CONT");
+    until(Duration::from_secs(60), "the woken attempt finds itself fenced", || async {
+        stale.log_text().contains("fenced")
+    })
+    .await;
+    (done, took, live)
+}
+
 fn terminal_events(events: &[ProgressEvent]) -> Vec<&ProgressEvent> {
     events.iter().filter(|e| e.is_terminal()).collect()
 }
@@ -71,16 +92,7 @@ async fn a_stale_attempt_woken_after_the_redelivery_completed_changes_nothing() 
     log.wait_for(Duration::from_secs(60), |e| e.phase == Phase::Loading && e.progress > 25.0).await;
 
     // Frozen mid-loading, past the ack wait: its sessions stay open in PostgreSQL.
-    signal(&stale, "STOP");
-    let frozen_at = Instant::now();
-    let _live = env.worker_with(|c| c.ack_wait_secs = 3).await;
-    let done = env.wait_for_terminal(id, Duration::from_secs(180)).await;
-    let took = frozen_at.elapsed();
-    signal(&stale, "CONT");
-    until(Duration::from_secs(60), "the woken attempt finds itself fenced", || async {
-        stale.log_text().contains("fenced")
-    })
-    .await;
+    let (done, took, _live) = freeze_until_redelivered_and_wake(&env, &stale, id).await;
     // Whatever the woken attempt would publish follows its fence check at once.
     let (status, attempts, last_seq, _) = row(&env, id).await;
     let snapshot = env.nats.last_progress(id).await.unwrap().unwrap();
@@ -140,16 +152,7 @@ async fn an_attempt_frozen_in_the_merge_neither_blocks_nor_undoes_the_redelivere
     log.wait_for(Duration::from_secs(120), |e| e.phase == Phase::Processing && e.message.contains("Deduplicating"))
         .await;
 
-    signal(&stale, "STOP");
-    let frozen_at = Instant::now();
-    let _live = env.worker_with(|c| c.ack_wait_secs = 3).await;
-    let done = env.wait_for_terminal(id, Duration::from_secs(180)).await;
-    let took = frozen_at.elapsed();
-    signal(&stale, "CONT");
-    until(Duration::from_secs(60), "the woken attempt finds itself fenced", || async {
-        stale.log_text().contains("fenced")
-    })
-    .await;
+    let (done, took, _live) = freeze_until_redelivered_and_wake(&env, &stale, id).await;
     let (status, attempts, last_seq, _) = row(&env, id).await;
     let snapshot = env.nats.last_progress(id).await.unwrap().unwrap();
     let events = log.events();

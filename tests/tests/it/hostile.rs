@@ -277,6 +277,7 @@ async fn a_request_timeout_while_postgres_is_slow_never_leaves_a_row_queued_with
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("answered");
     assert_eq!(status, 408, "{body}");
     assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT", "{body}");
+    // The fault itself: PostgreSQL stays slow for 2 s more after the client was answered.
     tokio::time::sleep(Duration::from_secs(2)).await;
     lock.rollback().await.unwrap();
 

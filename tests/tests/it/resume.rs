@@ -92,18 +92,7 @@ async fn a_worker_killed_mid_load_is_resumed_after_its_last_committed_slice() {
     assert!(!crashed.staging_exists(id).await);
     assert_eq!(crashed.scalar("SELECT count(*) FROM import_resume").await, 0, "the resume point went with the table");
 
-    let clean = TestEnv::start().await;
-    let clean_gateway = clean.gateway().await;
-    let _clean_worker = clean.worker().await;
-    let clean_id = Uuid::now_v7();
-    clean_gateway.upload_path(&path, &[("sessionId", &clean_id.to_string()), ("scanDate", SCAN_DATE)]).await;
-    let clean_done = clean.wait_for_terminal(clean_id, Duration::from_secs(120)).await;
-    assert_eq!(clean_done.status, Status::Completed);
-
-    let (a, b) = (crashed.findings_dump().await, clean.findings_dump().await);
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len(), "same number of findings");
-    assert!(a == b, "the final tables equal a clean run's");
+    let clean_done = crashed.assert_findings_equal_a_clean_run(&path, &[("scanDate", SCAN_DATE)]).await;
     let (resumed, clean) = (done.summary.unwrap(), clean_done.summary.unwrap());
     assert_eq!(
         (resumed.rows, resumed.new, resumed.skipped_duplicates, resumed.validation_errors),

@@ -33,18 +33,6 @@ impl Tally {
     }
 }
 
-/// Every code a [`formats::RowError`] may carry.
-const ROW_CODES: &[&str] = &[
-    "MISSING_VALUE",
-    "INVALID_NUMBER",
-    "INVALID_PORT",
-    "INVALID_SEVERITY",
-    "INVALID_VALUE",
-    "INVALID_ENCODING",
-    "FIELD_TOO_LONG",
-    "WRONG_FIELD_COUNT",
-];
-
 /// The physical line a row concerns.
 fn row_line(row: &Row) -> u64 {
     match row {
@@ -81,7 +69,7 @@ fn check_row(row: &Row, max_field: usize) -> Result<(), TestCaseError> {
         }
         Row::Blank { .. } => {}
         Row::Invalid(e) => {
-            prop_assert!(ROW_CODES.contains(&e.code), "code {}", e.code);
+            prop_assert!(formats::ROW_ERROR_CODES.contains(&e.code), "code {}", e.code);
             prop_assert!(!e.column.trim().is_empty(), "an invalid row names no column: {:?}", e);
             let named = format!("column \"{}\"", e.column);
             prop_assert!(e.message.contains(&named), "message {:?} does not name {}", e.message, named);
