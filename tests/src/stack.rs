@@ -253,8 +253,25 @@ impl TestEnv {
         .expect("dumping findings")
     }
 
-    /// True when the import's staging table exists.
+    /// True when the import's staging table exists. An import that has ended is cleaned up just
+    /// after its terminal event (the event goes first, so watchers learn the end at once): this
+    /// waits, at most 15 s, until that cleanup is recorded (`cleaned_at`) before it looks.
     pub async fn staging_exists(&self, id: Uuid) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let pending: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM imports WHERE id = $1 AND cleaned_at IS NULL
+                                  AND status IN ('completed', 'error', 'cancelled'))",
+            )
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .expect("reading the import's cleanup");
+            if !pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
             .bind(names::staging_table(id))
             .fetch_one(&self.db)
