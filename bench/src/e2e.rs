@@ -1,6 +1,7 @@
-//! `bench e2e`: the whole import over HTTP against a stack of child processes, compared with
-//! the bare `COPY` of the same file and with the same import without intermediate progress
-//! events.
+//! `bench e2e`: the imports a team runs, over HTTP against a stack of child processes: a first
+//! import, the same file again, next week's scan and the first file back again, each compared
+//! with the bare `COPY` of the same file and checked against the lifecycle counts the generator
+//! expects; and the first import without intermediate progress events.
 
 use std::{
     path::PathBuf,
@@ -11,10 +12,73 @@ use anyhow::{Context, bail};
 
 use crate::{
     copy::{self, CopyRun},
-    import::{self, Measured},
-    report::Report,
+    import,
+    report::{Report, Run},
     stack::{Services, Stack},
+    weeks::{self, Counts, Expected},
 };
+
+/// The imports of a series, in the order `bench e2e` runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The first file into an empty tenant.
+    First,
+    /// The same file again, same scan date: every finding unchanged.
+    Identical,
+    /// Next week's scan: some findings gone, changed or new.
+    NextWeek,
+    /// The first file once more, a week later: reopens and resolves.
+    BackAgain,
+    /// The first file into an empty tenant, without intermediate progress events.
+    FirstProgressOff,
+}
+
+impl Kind {
+    /// Every kind, in the order of the report.
+    pub const ALL: [Kind; 5] = [Kind::First, Kind::Identical, Kind::NextWeek, Kind::BackAgain, Kind::FirstProgressOff];
+
+    /// The name in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::First => "first import",
+            Kind::Identical => "identical re-import",
+            Kind::NextWeek => "next week's scan",
+            Kind::BackAgain => "back again",
+            Kind::FirstProgressOff => "first import, progress off",
+        }
+    }
+
+    /// The scan date sent with the upload: a week apart, as weekly scans are.
+    fn scan_date(self) -> &'static str {
+        match self {
+            Kind::First | Kind::Identical | Kind::FirstProgressOff => "2026-01-15",
+            Kind::NextWeek => "2026-01-22",
+            Kind::BackAgain => "2026-01-29",
+        }
+    }
+
+    /// The largest wall time allowed, as a multiple of the bare COPY of the same file.
+    pub fn target_ratio(self) -> f64 {
+        match self {
+            Kind::First | Kind::Identical | Kind::FirstProgressOff => 2.0,
+            Kind::NextWeek | Kind::BackAgain => 2.5,
+        }
+    }
+
+    /// True when it imports next week's file.
+    pub fn next_week_file(self) -> bool {
+        self == Kind::NextWeek
+    }
+
+    fn expected(self, e: &Expected) -> Counts {
+        match self {
+            Kind::First | Kind::FirstProgressOff => e.first,
+            Kind::Identical => e.identical,
+            Kind::NextWeek => e.next_week,
+            Kind::BackAgain => e.back_again,
+        }
+    }
+}
 
 /// Set once the report is printed: Ctrl-C after it is the normal end of `--keep-stack`.
 pub static FINISHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -28,9 +92,14 @@ pub struct E2eArgs {
     /// Leave the stack running at the end (until Ctrl-C) and keep its data.
     #[arg(long)]
     pub keep_stack: bool,
-    /// Imports of each kind (progress on, progress off) and bare COPYs; medians are compared.
+    /// Series to run (each: the four imports, the bare COPYs, the import with progress off);
+    /// medians are compared.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: u32,
+    /// Run only the first imports (progress on and off) and the bare COPY: no next week's file
+    /// or expected counts needed.
+    #[arg(long)]
+    pub first_only: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -76,12 +145,31 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         report.versions.push(("database setting (diagnosis, not the default)".into(), format!("{name} = {value}")));
     }
 
-    // Interleaved, so a slow drift of the machine affects both kinds alike.
+    let expected = if args.first_only { None } else { Some(Expected::read(&file)?) };
+    let next_week = weeks::sidecars(&file).0;
+    if expected.is_some() && !next_week.is_file() {
+        bail!("{} not found (write it with `bench generate --next-week GONE,CHANGED,NEW`)", next_week.display());
+    }
+    // Interleaved, so a slow drift of the machine affects every kind alike.
     for i in 1..=args.repeat {
-        report.progress_on.push(measured(&mut stack, &http, &file, true, i, &args, limit).await?);
+        let series =
+            Series { http: &http, file: &file, next_week: &next_week, expected: expected.as_ref(), args: &args, limit };
+        let database = format!("hexflow_series_{i}");
+        series.start(&mut stack, &database, true, "first").await?;
+        report.runs.push(series.import(&mut stack, Kind::First, i).await?);
         stack.stop_services().await;
-        report.copies.push(copy_once(&stack, &file, i).await?);
-        report.progress_off.push(measured(&mut stack, &http, &file, false, i, &args, limit).await?);
+        report.copies.push((false, copy_once(&stack, &file, i).await?));
+        if expected.is_some() {
+            series.start(&mut stack, &database, true, "rescans").await?;
+            report.runs.push(series.import(&mut stack, Kind::Identical, i).await?);
+            report.runs.push(series.import(&mut stack, Kind::NextWeek, i).await?);
+            stack.stop_services().await;
+            report.copies.push((true, copy_once(&stack, &next_week, i).await?));
+            series.start(&mut stack, &database, true, "back-again").await?;
+            report.runs.push(series.import(&mut stack, Kind::BackAgain, i).await?);
+        }
+        series.start(&mut stack, &format!("hexflow_progress_off_{i}"), false, "first").await?;
+        report.runs.push(series.import(&mut stack, Kind::FirstProgressOff, i).await?);
     }
     stack.stop_services().await;
 
@@ -109,35 +197,48 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     if !args.keep_stack {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     }
+    let wrong = report.wrong_counts();
+    if !wrong.is_empty() {
+        bail!("{} import(s) gave lifecycle counts other than expected:\n{}", wrong.len(), wrong.join("\n"));
+    }
     Ok(())
 }
 
-/// One import into a fresh database, with fresh services.
-async fn measured(
-    stack: &mut Stack,
-    http: &reqwest::Client,
-    file: &std::path::Path,
-    progress_events: bool,
-    i: u32,
-    args: &E2eArgs,
+/// What every import of a series needs.
+struct Series<'a> {
+    http: &'a reqwest::Client,
+    file: &'a std::path::Path,
+    next_week: &'a std::path::Path,
+    expected: Option<&'a Expected>,
+    args: &'a E2eArgs,
     limit: Duration,
-) -> anyhow::Result<Measured> {
-    let kind = if progress_events { "on" } else { "off" };
-    let database = format!("hexflow_progress_{kind}_{i}");
-    let label = format!("progress-{kind}-{i}");
-    eprintln!("{label}: database {database}, starting services");
-    stack.create_database(&database, &args.db_settings).await?;
-    stack.restart_services(http, Services { database: &database, progress_events, label: &label }).await?;
-    let measured = import::import(stack, http, file, label.clone(), limit).await?;
-    eprintln!(
-        "{label}: {} rows in {:.1}s ({:.0} rows/s)",
-        measured.rows(),
-        measured.wall.as_secs_f64(),
-        measured.rows_per_second()
-    );
-    Ok(measured)
 }
 
+impl Series<'_> {
+    /// Fresh services on `database`, created when it does not exist yet.
+    async fn start(&self, stack: &mut Stack, database: &str, progress_events: bool, step: &str) -> anyhow::Result<()> {
+        let label = format!("{database}-{step}");
+        eprintln!("{label}: database {database}, starting services (progress events {progress_events})");
+        stack.create_database(database, &self.args.db_settings).await?;
+        stack.restart_services(self.http, Services { database, progress_events, label: &label }).await
+    }
+
+    /// One import of `kind`, with the counts it must give.
+    async fn import(&self, stack: &mut Stack, kind: Kind, i: u32) -> anyhow::Result<Run> {
+        let file = if kind.next_week_file() { self.next_week } else { self.file };
+        let label = format!("{} #{i}", kind.label());
+        let measured = import::import(stack, self.http, file, kind.scan_date(), label.clone(), self.limit).await?;
+        eprintln!(
+            "{label}: {} rows in {:.1}s ({:.0} rows/s)",
+            measured.rows(),
+            measured.wall.as_secs_f64(),
+            measured.rows_per_second()
+        );
+        Ok(Run { kind, expected: self.expected.map(|e| kind.expected(e)), measured })
+    }
+}
+
+/// The bare COPY of `file` into a table of its own.
 async fn copy_once(stack: &Stack, file: &std::path::Path, i: u32) -> anyhow::Result<CopyRun> {
     hexflow::dev::ensure_database(&stack.pg.url("postgres"), "bench_copy").await?;
     let run = copy::bare_copy(&stack.pg.url("bench_copy"), file).await?;

@@ -107,11 +107,13 @@ impl Measured {
     }
 }
 
-/// Uploads `file` to the running gateway as session `session_id` and follows it to the end.
+/// Uploads `file` with `scan_date` to the running gateway under a new session id and follows it
+/// to the end.
 pub async fn import(
     stack: &mut Stack,
     http: &reqwest::Client,
     file: &Path,
+    scan_date: &str,
     label: String,
     limit: Duration,
 ) -> anyhow::Result<Measured> {
@@ -147,7 +149,7 @@ pub async fn import(
         })
     };
 
-    let upload = upload(http, gateway.port, file, session_id, limit).await;
+    let upload = upload(http, gateway.port, file, scan_date, session_id, limit).await;
     let upload = match upload {
         Ok(d) => d,
         Err(e) => {
@@ -229,7 +231,14 @@ async fn wait_for_terminal(
 const UPLOAD_READ_BYTES: usize = 256 * 1024;
 
 /// POST /api/imports with the file streamed from disk; returns the time to the 202.
-async fn upload(http: &reqwest::Client, port: u16, file: &Path, id: Uuid, limit: Duration) -> anyhow::Result<Duration> {
+async fn upload(
+    http: &reqwest::Client,
+    port: u16,
+    file: &Path,
+    scan_date: &str,
+    id: Uuid,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let f = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
     let size = f.metadata().await?.len();
@@ -242,7 +251,7 @@ async fn upload(http: &reqwest::Client, port: u16, file: &Path, id: Uuid, limit:
     .mime_str("text/csv")?;
     let form = reqwest::multipart::Form::new()
         .text("sessionId", id.to_string())
-        .text("scanDate", "2026-01-15")
+        .text("scanDate", scan_date.to_owned())
         .part("file", part);
     let response = http
         .post(format!("http://127.0.0.1:{port}/api/imports"))

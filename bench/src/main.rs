@@ -9,7 +9,8 @@
 //!   fixed rate and reports the fan-out: latency, throttle, lost terminal events, memory.
 //!
 //! # Layout
-//! - `generate`, `text`: the file generator and its texts.
+//! - `generate`, `text`, `weeks`: the file generator, its texts, and next week's scan with the
+//!   lifecycle counts it must give.
 //! - `stack`: child processes, stopped on drop.
 //! - `import`: one measured import; `rss`: memory sampling; `copy`: the bare COPY.
 //! - `e2e`: the sequence of runs; `report`: figures, targets, text and JSON.
@@ -17,15 +18,14 @@
 
 mod copy;
 mod e2e;
-mod generate;
 mod import;
 mod realtime;
 mod realtime_report;
 mod report;
 mod rss;
 mod stack;
-mod text;
 
+use bench::{generate, weeks};
 use clap::{Parser, Subcommand};
 
 /// hexflow benchmarks.

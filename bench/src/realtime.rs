@@ -1,15 +1,18 @@
-//! `bench realtime`: the fan-out of progress events from NATS through the release
-//! `hexflow realtime-gateway` to many socket.io-client connections.
+//! `bench realtime`: the fan-out of progress events from NATS through a Socket.IO server to many
+//! socket.io-client connections: the release `hexflow realtime-gateway`, its Node.js peer
+//! (`bench/node-peer/server.mjs`, a plain socket.io 4 server with the same rooms, throttle and
+//! snapshots), or both, interleaved and repeated under the same load.
 //!
-//! The bench starts nats-server and PostgreSQL, inserts S imports owned by `anonymous` of tenant
-//! `default` (so joins are authorized in open mode), publishes a `queued` snapshot per session,
-//! starts the gateway, and spawns the Node load client (`bench/realtime-load.mjs`, split over
-//! several processes for many connections), which opens C websocket connections spread over the S
-//! rooms and records every event it receives. It then publishes progress events round-robin over
-//! the sessions at R per second for D seconds (core NATS publish, captured by the progress
-//! stream, as the worker's intermediate events are), one `completed` event per session after
-//! them, waits (bounded) for the clients, and analyses their records
-//! ([`crate::realtime_report`]).
+//! The bench starts nats-server and PostgreSQL once. Each run then inserts S fresh imports owned
+//! by `anonymous` of tenant `default` (so joins are authorized in open mode), publishes a `queued`
+//! snapshot per session, starts the server under test, and spawns the Node load client
+//! (`bench/realtime-load.mjs`, split over several processes for many connections), which opens C
+//! websocket connections spread over the S rooms and records every event it receives. It then
+//! publishes progress events round-robin over the sessions at R per second for D seconds (core
+//! NATS publish, captured by the progress stream, as the worker's intermediate events are), one
+//! `completed` event per session after them, waits (bounded) for the clients, and analyses their
+//! records ([`crate::realtime_report`]). With several runs (`--peer both`, `--repeat`, `--size`)
+//! it ends with the side-by-side table of every run's figures.
 
 use std::{
     future::IntoFuture,
@@ -35,9 +38,9 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    realtime_report::{self, Cpu, Inputs, Record},
+    realtime_report::{self, Cpu, Figures, Inputs, Record},
     rss,
-    stack::Stack,
+    stack::{Service, Stack},
 };
 
 /// Clients per Node process when `--client-procs` is not given.
@@ -47,8 +50,38 @@ const READY_LIMIT: Duration = Duration::from_secs(300);
 /// Longest wait for the clients to write their records after `finish`.
 const DONE_LIMIT: Duration = Duration::from_secs(120);
 
+/// Which Socket.IO server the clients connect to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChoice {
+    /// The release `hexflow realtime-gateway`.
+    Hexflow,
+    /// The Node.js socket.io peer (`bench/node-peer/server.mjs`).
+    Node,
+    /// Both, interleaved (Node first, then hexflow; the order alternates on every repeat).
+    Both,
+}
+
+/// One server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The release `hexflow realtime-gateway`.
+    Hexflow,
+    /// The Node.js socket.io peer.
+    Node,
+}
+
+impl Peer {
+    /// The name in reports and log files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Hexflow => "hexflow",
+            Peer::Node => "node",
+        }
+    }
+}
+
 /// Arguments of `bench realtime`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RealtimeArgs {
     /// Socket.IO connections; each joins one progress room.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -87,6 +120,22 @@ pub struct RealtimeArgs {
     /// instead of every socket (in open mode all sockets share the tenant `default`).
     #[arg(long = "tenant-per-session")]
     pub tenant_per_session: bool,
+    /// The server(s) under test.
+    #[arg(long, value_enum, default_value = "hexflow")]
+    pub peer: PeerChoice,
+    /// Runs of each server at each size (interleaved with the other server's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
+    /// A size to run, as `CLIENTSxSESSIONS` (e.g. `1000x100`); repeatable, replaces `--clients`
+    /// and `--sessions`. Two sizes give the memory per added connection.
+    #[arg(long = "size", value_name = "CxS", value_parser = parse_size)]
+    pub sizes: Vec<(u32, u32)>,
+    /// The Node.js peer server [default: `bench/node-peer/server.mjs` of this source tree].
+    #[arg(long = "node-peer")]
+    pub node_peer: Option<PathBuf>,
+    /// Print every run's full report even when there are several runs.
+    #[arg(long)]
+    pub verbose: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -104,7 +153,7 @@ pub struct RealtimeArgs {
     pub client: Option<PathBuf>,
 }
 
-/// Runs the benchmark and prints the report; every child is stopped on the way out.
+/// Runs the benchmark and prints the report(s); every child is stopped on the way out.
 pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     let hexflow = match &args.hexflow {
         Some(path) => path.clone(),
@@ -113,174 +162,67 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     if !hexflow.is_file() {
         bail!("{} not found; build it with `cargo build --release -p hexflow -p bench`", hexflow.display());
     }
-    let script = args.client.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("realtime-load.mjs"));
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = args.client.clone().unwrap_or_else(|| here.join("realtime-load.mjs"));
     if !script.is_file() {
         bail!("the load client {} is missing", script.display());
     }
-    let procs = args.client_procs.unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_PROC)).min(args.clients);
+    let node_peer = args.node_peer.clone().unwrap_or_else(|| here.join("node-peer/server.mjs"));
+    let peers = match args.peer {
+        PeerChoice::Hexflow => vec![Peer::Hexflow],
+        PeerChoice::Node => vec![Peer::Node],
+        PeerChoice::Both => vec![Peer::Node, Peer::Hexflow],
+    };
+    if peers.contains(&Peer::Node) {
+        if !node_peer.is_file() {
+            bail!("the Node peer {} is missing", node_peer.display());
+        }
+        if args.tenant_per_session {
+            bail!("--tenant-per-session needs authentication, which the Node peer does not do; use --peer hexflow");
+        }
+    }
+    let sizes = if args.sizes.is_empty() { vec![(args.clients, args.sessions)] } else { args.sizes.clone() };
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let dir = args.work_dir.join(format!("realtime-{stamp}"));
     let (data, logs) = (dir.join("data"), dir.join("logs"));
-    let http = reqwest::Client::builder().build()?;
 
     eprintln!("starting nats-server and PostgreSQL under {}", data.display());
     let stack = Stack::start(hexflow, &data, logs.clone()).await?;
     eprintln!("logs and client records: {}", logs.display());
     let database = "hexflow_realtime";
     stack.create_database(database, &[]).await?;
-    let sessions: Vec<Uuid> = (0..args.sessions).map(|_| Uuid::now_v7()).collect();
-    // Open mode: every socket is `anonymous` of tenant `default`; or one user and tenant each.
-    let secret = args.tenant_per_session.then(|| format!("bench-secret-{}", Uuid::new_v4()));
-    let owners: Vec<(String, String)> = (0..sessions.len())
-        .map(|i| match secret {
-            Some(_) => (format!("bench-user-{i}"), format!("bench-tenant-{i}")),
-            None => ("anonymous".to_owned(), "default".to_owned()),
-        })
-        .collect();
-    insert_imports(&stack.pg.url(database), &sessions, &owners).await?;
     let nats = Nats::connect(&NatsConfig::at(&stack.nats.url), "hexflow-bench-realtime").await?;
     nats.provision(1).await?;
-    for id in &sessions {
-        nats.publish_progress(&template(*id, 1, Status::Queued, Phase::Queued), None, true).await?;
-    }
+    let bench = Bench { stack: &stack, nats: &nats, database, dir: &dir, script: &script, node_peer: &node_peer };
 
-    let mut gateway_env = vec![("HEXFLOW_PROGRESS_MIN_INTERVAL_MS".to_owned(), args.min_interval_ms.to_string())];
-    if let Some(secret) = &secret {
-        gateway_env.push(("HEXFLOW_AUTH_SECRET".to_owned(), secret.clone()));
-    }
-    gateway_env.extend(args.gateway_env.iter().cloned());
-    let label = format!("c{}-s{}", args.clients, args.sessions);
-    let mut gateway = stack.start_realtime_gateway(database, &label, &gateway_env)?;
-    gateway.wait_ready(&http).await?;
-    let gateway_pid = gateway.pid();
-    let idle_rss = rss::now(gateway_pid).map(|(rss, _)| rss).unwrap_or_default();
-    let sampler = rss::Sampler::start(vec![gateway_pid]);
-    eprintln!("gateway ready on port {} ({:.1} MiB resident)", gateway.port, idle_rss as f64 / 1024.0);
-
-    // The clients.
-    let sessions_file = dir.join("sessions.json");
-    let entries: Vec<Value> = sessions
-        .iter()
-        .zip(&owners)
-        .map(|(id, (user, tenant))| {
-            let token = secret.as_deref().map(|secret| {
-                let claims = Claims {
-                    sub: user.clone(),
-                    tenant: Some(tenant.clone()),
-                    role: None,
-                    exp: Some(shared::events::now_ms() / 1000 + 24 * 3600),
-                    ..Claims::default()
-                };
-                shared::auth::issue(secret, &claims)
-            });
-            json!({ "id": id, "token": token })
-        })
-        .collect();
-    std::fs::write(&sessions_file, serde_json::to_vec(&entries)?)?;
-    let url = format!("http://127.0.0.1:{}", gateway.port);
-    let mut loads = Vec::new();
-    let per = args.clients.div_ceil(procs);
-    for i in 0..procs {
-        let first = i * per;
-        let count = per.min(args.clients - first);
-        if count == 0 {
-            break;
-        }
-        let spec = LoadSpec { url: &url, sessions_file: &sessions_file, first, count, index: i, logs: &logs };
-        loads.push(LoadProc::spawn(&args, &script, spec)?);
-    }
-    eprintln!(
-        "{} clients over {} sessions in {} Node process(es); connecting",
-        args.clients,
-        args.sessions,
-        loads.len()
-    );
-    let connect_started = Instant::now();
-    let deadline = tokio::time::Instant::now() + READY_LIMIT;
-    let mut ready = Vec::new();
-    for load in &mut loads {
-        ready.push(load.expect("ready", deadline).await?);
-    }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-    gateway.check_alive()?;
-    let connected_rss = rss::now(gateway_pid).map(|(rss, _)| rss).unwrap_or_default();
-    let joined: u64 = ready.iter().map(|r| r["joined"].as_u64().unwrap_or_default()).sum();
-    eprintln!(
-        "{joined} of {} clients joined in {connect_secs:.1}s; gateway {:.1} MiB resident; publishing {} events/s for {} s",
-        args.clients,
-        connected_rss as f64 / 1024.0,
-        args.rate,
-        args.duration
-    );
-    // Let the join traffic drain before the clock starts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    // Publishing.
-    let nats_pid = nats_server_pid(stack.nats.port);
-    let watched: Vec<u32> =
-        [Some(gateway_pid), nats_pid].into_iter().flatten().chain(loads.iter().filter_map(|l| l.child.id())).collect();
-    let cpu_before = realtime_report::cpu_ticks(&watched);
-    for load in &mut loads {
-        load.send("start").await?;
-    }
-    let published = publish(&nats, &sessions, args.rate, args.duration).await?;
-    eprintln!(
-        "published {} progress events and {} terminal events in {:.2}s; waiting for the clients",
-        published.progress,
-        sessions.len(),
-        published.secs
-    );
-
-    // Every client's terminal event, or the settle limit.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.settle_secs);
-    let mut settled = true;
-    for load in &mut loads {
-        if load.expect("terminal", deadline).await.is_err() {
-            settled = false;
+    let runs = sizes.len() * args.repeat as usize * peers.len();
+    let mut figures = Vec::new();
+    let mut reports = Vec::new();
+    for &(clients, sessions) in &sizes {
+        let sized = RealtimeArgs { clients, sessions, ..args.clone() };
+        for repeat in 0..args.repeat {
+            // Interleaved: the order alternates, so neither server always runs on a warmer machine.
+            let order: Vec<Peer> = if repeat % 2 == 0 { peers.clone() } else { peers.iter().rev().copied().collect() };
+            for peer in order {
+                let label = format!("{}-c{clients}-s{sessions}-r{}", peer.name(), repeat + 1);
+                eprintln!("== run {} of {runs}: {label}", figures.len() + 1);
+                let (figure, json) = bench.run_once(&sized, peer, &label, runs == 1 || args.verbose).await?;
+                eprintln!("   {}", figure.one_line());
+                figures.push(figure);
+                reports.push(json);
+            }
         }
     }
-    let cpu_after = realtime_report::cpu_ticks(&watched);
-    let cpu_secs = published.started.elapsed().as_secs_f64();
-    gateway.check_alive()?;
-    let metrics = gateway_metrics(&http, gateway.ops_port).await;
-
-    // The records.
-    let deadline = tokio::time::Instant::now() + DONE_LIMIT;
-    let mut done = Vec::new();
-    let mut records: Vec<Record> = Vec::new();
-    for load in &mut loads {
-        load.send("finish").await?;
-        done.push(load.expect("done", deadline).await?);
-        records.extend(realtime_report::read_records(&load.out)?);
-    }
-    let peak = sampler.finish().await?.into_iter().next().unwrap_or_default();
-    drop(loads);
-    drop(gateway);
-
-    let cpu = Cpu::between(&cpu_before, &cpu_after, cpu_secs, gateway_pid, nats_pid);
-    let inputs = Inputs {
-        args: &args,
-        procs,
-        sessions: &sessions,
-        published,
-        ready,
-        done,
-        connect_secs,
-        settled,
-        idle_rss_kib: idle_rss,
-        connected_rss_kib: connected_rss,
-        peak,
-        cpu,
-        metrics,
-        gateway_env,
-        logs: logs.clone(),
-        load_average: crate::import::load_average(),
-    };
-    let report = realtime_report::analyse(inputs, records);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
-        report.print();
+        let out = if runs == 1 {
+            reports.pop().unwrap_or_default()
+        } else {
+            json!({ "runs": reports, "table": realtime_report::side_by_side(&figures) })
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if runs > 1 {
+        println!("{}", realtime_report::side_by_side(&figures));
+        println!("logs and records: {}", logs.display());
     }
 
     let pg_log = data.join("postgres/server.log");
@@ -291,6 +233,275 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     drop(stack);
     std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     Ok(())
+}
+
+/// What every run shares: NATS and PostgreSQL, and where things are.
+struct Bench<'a> {
+    stack: &'a Stack,
+    nats: &'a Nats,
+    database: &'a str,
+    dir: &'a Path,
+    script: &'a Path,
+    node_peer: &'a Path,
+}
+
+/// The server of one run; stopped when dropped.
+enum Server {
+    Hexflow(Service),
+    Node(NodePeer),
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Hexflow(service) => service.pid(),
+            Server::Node(node) => node.child.id().unwrap_or_default(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Server::Hexflow(service) => service.port,
+            Server::Node(node) => node.port,
+        }
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Hexflow(service) => service.check_alive(),
+            Server::Node(node) => match node.child.try_wait()? {
+                Some(status) => bail!("the Node peer exited ({status}); see {}", node.log.display()),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The gateway's own counters (the Node peer has none).
+    async fn metrics(&self, http: &reqwest::Client) -> Vec<(String, f64)> {
+        match self {
+            Server::Hexflow(service) => gateway_metrics(http, service.ops_port).await,
+            Server::Node(_) => Vec::new(),
+        }
+    }
+}
+
+/// The Node.js peer server process; killed when dropped.
+struct NodePeer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl NodePeer {
+    /// Starts it against the bench's NATS and waits for its `ready` line.
+    async fn start(args: &RealtimeArgs, server: &Path, nats_url: &str, log: PathBuf) -> anyhow::Result<NodePeer> {
+        let stderr = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = Command::new(&args.node)
+            .arg(server)
+            .args(["--port", "0", "--nats", nats_url, "--min-interval-ms", &args.min_interval_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} {}", args.node.display(), server.display()))?;
+        let stdout = child.stdout.take().context("the Node peer has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .with_context(|| format!("the Node peer did not say `ready` within 30 s; see {}", log.display()))??
+            .with_context(|| format!("the Node peer exited before `ready`; see {}", log.display()))?;
+        let port = serde_json::from_str::<Value>(&ready)
+            .ok()
+            .and_then(|line| line["port"].as_u64())
+            .and_then(|port| u16::try_from(port).ok())
+            .with_context(|| format!("the Node peer said {ready:?}; expected {{\"type\":\"ready\",\"port\":<n>}}"))?;
+        Ok(NodePeer { child, port, log })
+    }
+}
+
+impl Bench<'_> {
+    /// One run of `peer` at `args.clients` × `args.sessions`: its figures and JSON report (the
+    /// full text report is printed when `print`).
+    async fn run_once(
+        &self,
+        args: &RealtimeArgs,
+        peer: Peer,
+        label: &str,
+        print: bool,
+    ) -> anyhow::Result<(Figures, Value)> {
+        let procs = args.client_procs.unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_PROC)).min(args.clients);
+        let logs = self.dir.join("logs").join(label);
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let http = reqwest::Client::builder().build()?;
+        let sessions: Vec<Uuid> = (0..args.sessions).map(|_| Uuid::now_v7()).collect();
+        // Open mode: every socket is `anonymous` of tenant `default`; or one user and tenant each.
+        let secret = args.tenant_per_session.then(|| format!("bench-secret-{}", Uuid::new_v4()));
+        let owners: Vec<(String, String)> = (0..sessions.len())
+            .map(|i| match secret {
+                Some(_) => (format!("bench-user-{i}"), format!("bench-tenant-{i}")),
+                None => ("anonymous".to_owned(), "default".to_owned()),
+            })
+            .collect();
+        insert_imports(&self.stack.pg.url(self.database), &sessions, &owners).await?;
+        let nats = self.nats;
+        for id in &sessions {
+            nats.publish_progress(&template(*id, 1, Status::Queued, Phase::Queued), None, true).await?;
+        }
+
+        let mut gateway_env = Vec::new();
+        let mut server = match peer {
+            Peer::Hexflow => {
+                gateway_env.push(("HEXFLOW_PROGRESS_MIN_INTERVAL_MS".to_owned(), args.min_interval_ms.to_string()));
+                if let Some(secret) = &secret {
+                    gateway_env.push(("HEXFLOW_AUTH_SECRET".to_owned(), secret.clone()));
+                }
+                gateway_env.extend(args.gateway_env.iter().cloned());
+                let mut gateway = self.stack.start_realtime_gateway(self.database, label, &gateway_env)?;
+                gateway.wait_ready(&http).await?;
+                Server::Hexflow(gateway)
+            }
+            Peer::Node => {
+                let log = logs.join("node-peer.log");
+                Server::Node(NodePeer::start(args, self.node_peer, &self.stack.nats.url, log).await?)
+            }
+        };
+        let server_pid = server.pid();
+        let idle_rss = rss::now(server_pid).map(|(rss, _)| rss).unwrap_or_default();
+        let sampler = rss::Sampler::start(vec![server_pid]);
+        eprintln!("{} ready on port {} ({:.1} MiB resident)", peer.name(), server.port(), idle_rss as f64 / 1024.0);
+
+        // The clients.
+        let sessions_file = logs.join("sessions.json");
+        let entries: Vec<Value> = sessions
+            .iter()
+            .zip(&owners)
+            .map(|(id, (user, tenant))| {
+                let token = secret.as_deref().map(|secret| {
+                    let claims = Claims {
+                        sub: user.clone(),
+                        tenant: Some(tenant.clone()),
+                        role: None,
+                        exp: Some(shared::events::now_ms() / 1000 + 24 * 3600),
+                        ..Claims::default()
+                    };
+                    shared::auth::issue(secret, &claims)
+                });
+                json!({ "id": id, "token": token })
+            })
+            .collect();
+        std::fs::write(&sessions_file, serde_json::to_vec(&entries)?)?;
+        let url = format!("http://127.0.0.1:{}", server.port());
+        let mut loads = Vec::new();
+        let per = args.clients.div_ceil(procs);
+        for i in 0..procs {
+            let first = i * per;
+            let count = per.min(args.clients - first);
+            if count == 0 {
+                break;
+            }
+            let spec = LoadSpec { url: &url, sessions_file: &sessions_file, first, count, index: i, logs: &logs };
+            loads.push(LoadProc::spawn(args, self.script, spec)?);
+        }
+        eprintln!(
+            "{} clients over {} sessions in {} Node process(es); connecting",
+            args.clients,
+            args.sessions,
+            loads.len()
+        );
+        let connect_started = Instant::now();
+        let deadline = tokio::time::Instant::now() + READY_LIMIT;
+        let mut ready = Vec::new();
+        for load in &mut loads {
+            ready.push(load.expect("ready", deadline).await?);
+        }
+        let connect_secs = connect_started.elapsed().as_secs_f64();
+        server.check_alive()?;
+        let connected_rss = rss::now(server_pid).map(|(rss, _)| rss).unwrap_or_default();
+        let joined: u64 = ready.iter().map(|r| r["joined"].as_u64().unwrap_or_default()).sum();
+        eprintln!(
+            "{joined} of {} clients joined in {connect_secs:.1}s; {} {:.1} MiB resident; publishing {} events/s for {} s",
+            args.clients,
+            peer.name(),
+            connected_rss as f64 / 1024.0,
+            args.rate,
+            args.duration
+        );
+        // Let the join traffic drain before the clock starts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // Publishing.
+        let nats_pid = nats_server_pid(self.stack.nats.port);
+        let watched: Vec<u32> = [Some(server_pid), nats_pid]
+            .into_iter()
+            .flatten()
+            .chain(loads.iter().filter_map(|l| l.child.id()))
+            .collect();
+        let cpu_before = realtime_report::cpu_ticks(&watched);
+        for load in &mut loads {
+            load.send("start").await?;
+        }
+        let published = publish(nats, &sessions, args.rate, args.duration).await?;
+        eprintln!(
+            "published {} progress events and {} terminal events in {:.2}s; waiting for the clients",
+            published.progress,
+            sessions.len(),
+            published.secs
+        );
+
+        // Every client's terminal event, or the settle limit.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(args.settle_secs);
+        let mut settled = true;
+        for load in &mut loads {
+            if load.expect("terminal", deadline).await.is_err() {
+                settled = false;
+            }
+        }
+        let cpu_after = realtime_report::cpu_ticks(&watched);
+        let cpu_secs = published.started.elapsed().as_secs_f64();
+        server.check_alive()?;
+        let metrics = server.metrics(&http).await;
+
+        // The records.
+        let deadline = tokio::time::Instant::now() + DONE_LIMIT;
+        let mut done = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
+        for load in &mut loads {
+            load.send("finish").await?;
+            done.push(load.expect("done", deadline).await?);
+            records.extend(realtime_report::read_records(&load.out)?);
+        }
+        let peak = sampler.finish().await?.into_iter().next().unwrap_or_default();
+        drop(loads);
+        // A stopping gateway waits for its sockets; off the runtime's threads.
+        tokio::task::spawn_blocking(move || drop(server)).await?;
+
+        let cpu = Cpu::between(&cpu_before, &cpu_after, cpu_secs, server_pid, nats_pid);
+        let inputs = Inputs {
+            args,
+            peer,
+            procs,
+            sessions: &sessions,
+            published,
+            ready,
+            done,
+            connect_secs,
+            settled,
+            idle_rss_kib: idle_rss,
+            connected_rss_kib: connected_rss,
+            peak,
+            cpu,
+            metrics,
+            gateway_env,
+            logs,
+            load_average: crate::import::load_average(),
+        };
+        let report = realtime_report::analyse(inputs, records);
+        if print && !args.json {
+            report.print();
+        }
+        Ok((report.figures(), report.to_json()))
+    }
 }
 
 /// The S imports the sessions stand for, in progress, owned by the open-mode user.
@@ -518,13 +729,33 @@ async fn gateway_metrics(http: &reqwest::Client, port: u16) -> Vec<(String, f64)
         return Vec::new();
     };
     let text = response.text().await.unwrap_or_default();
-    text.lines()
+    let mut metrics: Vec<(String, f64)> = text
+        .lines()
         .filter(|l| l.starts_with("hexflow_realtime_") && !l.contains("_bucket"))
         .filter_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             Some((name.to_owned(), value.parse().ok()?))
         })
-        .collect()
+        .collect();
+    // Where the time goes: publish → room emit inside the gateway, as bucket bounds.
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("hexflow_realtime_publish_to_emit_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            Some((le.parse().ok()?, rest.trim().parse().ok()?))
+        })
+        .collect();
+    if let Some(&(_, total)) = buckets.last()
+        && total > 0.0
+    {
+        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            if let Some(&(le, _)) = buckets.iter().find(|(_, n)| *n >= q * total) {
+                metrics.push((format!("hexflow_realtime_emit_delay_{name}_at_most_ms"), le * 1000.0));
+            }
+        }
+    }
+    metrics
 }
 
 fn parse_env(raw: &str) -> Result<(String, String), String> {
@@ -533,5 +764,26 @@ fn parse_env(raw: &str) -> Result<(String, String), String> {
             Ok((name.to_owned(), value.to_owned()))
         }
         _ => Err(format!("{raw:?} is not NAME=VALUE (e.g. HEXFLOW_SOCKET_RATE_BURST=100)")),
+    }
+}
+
+fn parse_size(raw: &str) -> Result<(u32, u32), String> {
+    let parsed = raw.split_once('x').and_then(|(c, s)| Some((c.parse::<u32>().ok()?, s.parse::<u32>().ok()?)));
+    match parsed {
+        Some((clients, sessions)) if clients > 0 && sessions > 0 => Ok((clients, sessions)),
+        _ => Err(format!("{raw:?} is not CLIENTSxSESSIONS (e.g. 5000x500)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn a_size_is_clients_x_sessions() {
+        assert_eq!(parse_size("5000x500"), Ok((5000, 500)));
+        assert!(parse_size("5000").unwrap_err().contains("CLIENTSxSESSIONS"));
+        assert!(parse_size("0x5").is_err(), "no clients is no run");
+        assert!(parse_size("10xten").is_err());
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    realtime::{Published, RealtimeArgs},
+    realtime::{Peer, Published, RealtimeArgs},
     rss::Peak,
 };
 
@@ -123,8 +123,10 @@ impl Cpu {
 
 /// Everything the run measured besides the records.
 pub struct Inputs<'a> {
-    /// The command line.
+    /// The command line (with this run's clients and sessions).
     pub args: &'a RealtimeArgs,
+    /// The server under test.
+    pub peer: Peer,
     /// Node processes used.
     pub procs: u32,
     /// The session ids.
@@ -465,7 +467,7 @@ impl Report<'_> {
         let i = &self.inputs;
         let a = i.args;
         let p = &i.published;
-        println!("# bench realtime");
+        println!("# bench realtime: {}", i.peer.name());
         println!(
             "{} clients over {} sessions ({} Node process(es), websocket), {} events/s for {} s, throttle interval {} ms",
             a.clients, a.sessions, i.procs, a.rate, a.duration, a.min_interval_ms
@@ -579,6 +581,7 @@ impl Report<'_> {
         let a = i.args;
         let p = &i.published;
         json!({
+            "peer": i.peer.name(),
             "clients": a.clients,
             "sessions": a.sessions,
             "rate": a.rate,
@@ -639,5 +642,271 @@ impl Report<'_> {
             "logs": i.logs,
             "targets": self.verdicts().into_iter().map(|(t, m, ok)| json!({"target": t, "measured": m, "met": ok})).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// The figures of one run that the side-by-side table compares.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// The server under test.
+    pub peer: Peer,
+    /// Connections.
+    pub clients: u32,
+    /// Sessions (rooms).
+    pub sessions: u32,
+    /// Receive − send (µs clock) of `progress-update`s, ms.
+    pub updates: Dist,
+    /// Receive − send of terminal events, ms.
+    pub terminals: Dist,
+    /// Receive − send of both, ms.
+    pub all: Dist,
+    /// Server `VmRSS` before any client, KiB.
+    pub idle_rss_kib: u64,
+    /// Server `VmRSS` with every client joined, KiB.
+    pub joined_rss_kib: u64,
+    /// Server peak resident set over the run (`VmHWM`, or the largest sample), KiB.
+    pub peak_rss_kib: u64,
+    /// CPU while publishing and delivering, % of one core: server, nats-server, load clients.
+    pub cpu: (f64, f64, f64),
+    /// Largest event-loop delay p99 and max of the load processes, ms.
+    pub loop_delay: (f64, f64),
+    /// Largest delay of a publish behind its schedule, ms.
+    pub pacer_lag_ms: f64,
+    /// Clients that joined.
+    pub joined: u64,
+    /// Clients without their terminal event.
+    pub lost_terminals: u64,
+    /// Terminal events received more than once.
+    pub duplicate_terminals: u64,
+    /// Throttle violations by arrival gap (includes delivery jitter).
+    pub violations: u64,
+    /// Pairs the server certainly emitted too close (second received < interval after the first
+    /// was sent).
+    pub certain_violations: u64,
+    /// Events older than one already received, or the same `seq` again.
+    pub out_of_order: u64,
+}
+
+impl Report<'_> {
+    /// The run's figures for the side-by-side table.
+    pub fn figures(&self) -> Figures {
+        let i = &self.inputs;
+        let worst = |f: fn(&(f64, f64)) -> f64| self.loop_delay.iter().map(f).fold(0.0, f64::max);
+        Figures {
+            peer: i.peer,
+            clients: i.args.clients,
+            sessions: i.args.sessions,
+            updates: self.precise_updates,
+            terminals: self.precise_completes,
+            all: self.precise_all,
+            idle_rss_kib: i.idle_rss_kib,
+            joined_rss_kib: i.connected_rss_kib,
+            peak_rss_kib: self.gateway_hwm_kib(),
+            cpu: (i.cpu.gateway, i.cpu.nats.unwrap_or_default(), i.cpu.clients),
+            loop_delay: (worst(|d| d.0), worst(|d| d.1)),
+            pacer_lag_ms: i.published.max_lag_ms,
+            joined: self.joined,
+            lost_terminals: self.lost_terminals,
+            duplicate_terminals: self.duplicate_terminals,
+            violations: self.violations,
+            certain_violations: self.provable,
+            out_of_order: self.out_of_order + self.duplicates,
+        }
+    }
+}
+
+impl Figures {
+    /// Memory per connection of this run: (joined − idle) / clients, KiB.
+    fn per_connection_kib(&self) -> f64 {
+        self.joined_rss_kib.saturating_sub(self.idle_rss_kib) as f64 / f64::from(self.clients.max(1))
+    }
+
+    /// A one-line summary, printed as each run ends.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{} C={} S={}: terminal p50/p99 {:.1}/{:.1} ms, updates p99 {:.1} ms, RSS joined {:.1} MiB peak {:.1} MiB, CPU {:.0} %, lost {} dup {} violations {} (certain {})",
+            self.peer.name(),
+            self.clients,
+            self.sessions,
+            self.terminals.p50,
+            self.terminals.p99,
+            self.updates.p99,
+            mib(self.joined_rss_kib),
+            mib(self.peak_rss_kib),
+            self.cpu.0,
+            self.lost_terminals,
+            self.duplicate_terminals,
+            self.violations,
+            self.certain_violations
+        )
+    }
+}
+
+/// `a` or `a–b`: the range of one figure over the repeats.
+fn range(values: &[f64], decimals: usize) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.is_empty() {
+        return "-".into();
+    }
+    let (a, b) = (format!("{lo:.decimals$}"), format!("{hi:.decimals$}"));
+    if a == b { a } else { format!("{a}–{b}") }
+}
+
+/// p50 / p95 / p99 / max of one distribution, each as its range over `runs`.
+fn dist(runs: &[&Figures], pick: fn(&Figures) -> Dist) -> String {
+    let d: Vec<Dist> = runs.iter().map(|r| pick(r)).collect();
+    let part = |f: fn(&Dist) -> f64| range(&d.iter().map(f).collect::<Vec<_>>(), 1);
+    format!("{} / {} / {} / {}", part(|d| d.p50), part(|d| d.p95), part(|d| d.p99), part(|d| d.max))
+}
+
+/// One figure as its range over `runs`.
+fn num(runs: &[&Figures], pick: fn(&Figures) -> f64, decimals: usize) -> String {
+    range(&runs.iter().map(|r| pick(r)).collect::<Vec<_>>(), decimals)
+}
+
+/// The runs side by side as a Markdown table: one column per server, one block of rows per size,
+/// each cell the range over the repeats; then the memory per added connection between sizes.
+pub fn side_by_side(runs: &[Figures]) -> String {
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut sizes: Vec<(u32, u32)> = Vec::new();
+    for run in runs {
+        if !peers.contains(&run.peer) {
+            peers.push(run.peer);
+        }
+        if !sizes.contains(&(run.clients, run.sessions)) {
+            sizes.push((run.clients, run.sessions));
+        }
+    }
+    // Node first, as in the table.
+    peers.sort_by_key(|p| *p == Peer::Hexflow);
+    let of = |peer: Peer, size: (u32, u32)| -> Vec<&Figures> {
+        runs.iter().filter(|r| r.peer == peer && (r.clients, r.sessions) == size).collect()
+    };
+    type Cell = fn(&[&Figures]) -> String;
+    let rows: Vec<(&str, Cell)> = vec![
+        ("runs", |r| r.len().to_string()),
+        ("terminal events: latency p50 / p95 / p99 / max, ms", |r| dist(r, |f| f.terminals)),
+        ("progress-update: latency p50 / p95 / p99 / max, ms", |r| dist(r, |f| f.updates)),
+        ("all events: latency p99, ms", |r| num(r, |f| f.all.p99, 1)),
+        ("RSS idle / all joined / peak, MiB", |r| {
+            format!(
+                "{} / {} / {}",
+                num(r, |f| mib(f.idle_rss_kib), 1),
+                num(r, |f| mib(f.joined_rss_kib), 1),
+                num(r, |f| mib(f.peak_rss_kib), 1)
+            )
+        }),
+        ("memory per connection (joined − idle) / C, KiB", |r| num(r, Figures::per_connection_kib, 1)),
+        ("CPU, % of one core: server / nats-server / load clients", |r| {
+            format!("{} / {} / {}", num(r, |f| f.cpu.0, 0), num(r, |f| f.cpu.1, 0), num(r, |f| f.cpu.2, 0))
+        }),
+        ("load generator: event-loop delay p99 / max, pacer lag, ms", |r| {
+            format!(
+                "{} / {}, {}",
+                num(r, |f| f.loop_delay.0, 1),
+                num(r, |f| f.loop_delay.1, 1),
+                num(r, |f| f.pacer_lag_ms, 1)
+            )
+        }),
+        ("joined clients", |r| num(r, |f| f.joined as f64, 0)),
+        ("lost / duplicate terminal events", |r| {
+            format!("{} / {}", num(r, |f| f.lost_terminals as f64, 0), num(r, |f| f.duplicate_terminals as f64, 0))
+        }),
+        ("throttle violations: certain / by arrival gap; duplicate or out-of-order events", |r| {
+            format!(
+                "{} / {}; {}",
+                num(r, |f| f.certain_violations as f64, 0),
+                num(r, |f| f.violations as f64, 0),
+                num(r, |f| f.out_of_order as f64, 0)
+            )
+        }),
+    ];
+    let mut out = String::new();
+    let header: Vec<&str> = peers.iter().map(|p| p.name()).collect();
+    out.push_str(&format!("| | {} |\n|---|{}\n", header.join(" | "), "---|".repeat(peers.len())));
+    for &size in &sizes {
+        out.push_str(&format!("| **C={}, S={}** |{}\n", size.0, size.1, " |".repeat(peers.len())));
+        for (what, cell) in &rows {
+            let cells: Vec<String> = peers.iter().map(|p| cell(&of(*p, size))).collect();
+            out.push_str(&format!("| {what} | {} |\n", cells.join(" | ")));
+        }
+    }
+    if sizes.len() >= 2 {
+        let (small, large) = (sizes[0], sizes[sizes.len() - 1]);
+        let mean = |runs: &[&Figures]| runs.iter().map(|r| r.joined_rss_kib as f64).sum::<f64>() / runs.len() as f64;
+        let cells: Vec<String> = peers
+            .iter()
+            .map(|p| {
+                let (a, b) = (of(*p, small), of(*p, large));
+                let added = f64::from(large.0) - f64::from(small.0);
+                if a.is_empty() || b.is_empty() || added == 0.0 {
+                    "-".into()
+                } else {
+                    format!("{:.1}", (mean(&b) - mean(&a)) / added)
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "| memory per added connection (RSS joined at C={} − at C={}) / {}, KiB | {} |\n",
+            large.0,
+            small.0,
+            i64::from(large.0) - i64::from(small.0),
+            cells.join(" | ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(peer: Peer, clients: u32, joined_mib: u64, terminal_p99: f64) -> Figures {
+        let terminals = Dist { n: 10, p50: 1.0, p95: 2.0, p99: terminal_p99, max: terminal_p99 };
+        Figures {
+            peer,
+            clients,
+            sessions: clients / 10,
+            updates: Dist::default(),
+            terminals,
+            all: terminals,
+            idle_rss_kib: 10 * 1024,
+            joined_rss_kib: joined_mib * 1024,
+            peak_rss_kib: joined_mib * 1024,
+            cpu: (10.0, 5.0, 20.0),
+            loop_delay: (1.0, 2.0),
+            pacer_lag_ms: 0.5,
+            joined: u64::from(clients),
+            lost_terminals: 0,
+            duplicate_terminals: 0,
+            violations: 0,
+            certain_violations: 0,
+            out_of_order: 0,
+        }
+    }
+
+    #[test]
+    fn a_figure_over_repeats_is_shown_as_its_range() {
+        assert_eq!(range(&[2.0, 2.04], 1), "2.0");
+        assert_eq!(range(&[7.1, 5.7, 6.0], 1), "5.7–7.1");
+        assert_eq!(range(&[], 1), "-");
+    }
+
+    #[test]
+    fn the_table_puts_node_first_and_gives_the_memory_per_added_connection() {
+        let runs = [
+            run(Peer::Hexflow, 1000, 50, 40.0),
+            run(Peer::Node, 1000, 100, 7.0),
+            run(Peer::Node, 1000, 100, 5.0),
+            run(Peer::Hexflow, 5000, 150, 300.0),
+            run(Peer::Node, 5000, 160, 50.0),
+        ];
+        let table = side_by_side(&runs);
+        assert!(table.starts_with("| | node | hexflow |"), "Node's column comes first:\n{table}");
+        assert!(table.contains("| 1.0 / 2.0 / 5.0–7.0 / 5.0–7.0 | 1.0 / 2.0 / 40.0 / 40.0 |"), "{table}");
+        // (150 − 50) MiB over 4000 connections = 25.6 KiB; Node (160 − 100) MiB = 15.4 KiB.
+        assert!(table.contains("/ 4000, KiB | 15.4 | 25.6 |"), "{table}");
+        assert!(table.contains("**C=5000, S=500**"), "{table}");
     }
 }

@@ -241,11 +241,13 @@ const BINARIES: &[&str] = &["httpd", "sshd", "openssl", "php-fpm", "mysqld", "ja
 const CIPHERS: &[&str] =
     &["DES-CBC3-SHA", "ECDHE-RSA-DES-CBC3-SHA", "RC4-MD5", "AES128-SHA", "AES256-SHA", "ECDHE-RSA-AES128-SHA"];
 
-/// The `Plugin Output` of one finding: 50–600 characters, mostly short, some multi-line.
-pub fn plugin_output(rng: &mut Rng, name: &str, host: &str, port: &str) -> String {
+/// The `Plugin Output` of one finding: 50 to `max` characters (at least 50), mostly short, some
+/// multi-line.
+pub fn plugin_output(rng: &mut Rng, name: &str, host: &str, port: &str, max: usize) -> String {
+    let max = max.max(50);
     // Squared uniform: short outputs are common, long ones rare, as in real exports.
     let u = rng.unit();
-    let target = 50 + (u * u * 550.0) as usize;
+    let target = 50 + (u * u * (max - 50) as f64) as usize;
     let mut out = String::with_capacity(target + 120);
     if rng.below(10) < 4 {
         out.push_str(&format!("{name} was detected on {host}"));
@@ -283,5 +285,5 @@ pub fn plugin_output(rng: &mut Rng, name: &str, host: &str, port: &str) -> Strin
             out.push_str(&fragment);
         }
     }
-    cut(out, 50, 600)
+    cut(out, 50, max)
 }

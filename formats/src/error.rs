@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::encoding::TextEncoding;
 use crate::format::Format;
 use crate::mapping;
 
@@ -43,11 +44,13 @@ pub enum SniffError {
         /// Byte offset of the first NUL or control byte.
         offset: u64,
     },
-    /// Neither valid UTF-8 nor plausible Windows-1252.
-    #[error("the file is not valid UTF-8: invalid byte at offset {offset}")]
+    /// Neither valid UTF-8 nor plausible Windows-1252, or broken UTF-16 after a UTF-16 BOM.
+    #[error("the file is not valid {encoding}: invalid byte at offset {offset}")]
     InvalidEncoding {
         /// Byte offset (from the start of the file) of the first invalid byte.
         offset: u64,
+        /// The encoding the file claims (by its BOM) or seems to have.
+        encoding: TextEncoding,
     },
     /// No record in the inspected prefix looks like a header row.
     #[error("no header row found in the first {scanned_bytes} bytes")]
@@ -104,13 +107,15 @@ impl SniffError {
     pub fn expected(&self) -> String {
         match self {
             SniffError::Empty { .. } => "a CSV export with a header row and findings".into(),
-            SniffError::Binary { .. } => "a CSV text file (UTF-8 or Windows-1252)".into(),
-            SniffError::InvalidEncoding { .. } => "UTF-8 text (with or without BOM), or Windows-1252 text".into(),
+            SniffError::Binary { .. } => "a CSV text file (UTF-8, Windows-1252, or UTF-16 with a BOM)".into(),
+            SniffError::InvalidEncoding { .. } => {
+                "UTF-8 text (with or without BOM), Windows-1252 text, or UTF-16 text with a BOM".into()
+            }
             SniffError::NoHeader { .. } | SniffError::UnknownColumns { .. } => all_formats_expected(),
             SniffError::FormatMismatch { forced, .. } => {
                 format!("a header row with the columns of {}", mapping::spec(*forced).describe())
             }
-            SniffError::LineTooLong { .. } => "CSV lines separated by line breaks (LF or CRLF)".into(),
+            SniffError::LineTooLong { .. } => "CSV lines separated by line breaks (LF, CRLF or CR)".into(),
         }
     }
 }
@@ -205,7 +210,10 @@ pub struct RowError {
     pub code: &'static str,
     /// What a valid value looks like, e.g. "an integer port 0-65535".
     pub expected: String,
-    /// A one-line message naming the line, column, value and expectation.
+    /// A one-line message naming the column, value and expectation. It leaves the line out:
+    /// every place that shows the message shows [`RowError::line`] next to it (the worker's
+    /// "First problem: line 2: …", the error list's own column), so naming it here too
+    /// would say it twice.
     pub message: String,
 }
 
@@ -224,14 +232,15 @@ impl RowError {
         let column = column.into();
         let expected = expected.into();
         let value: String = value.chars().take(MAX_ERROR_VALUE_CHARS).collect();
-        let message = format!("line {line}, column \"{column}\": got \"{value}\", expected {expected}");
+        let message = format!("column \"{column}\": got \"{value}\", expected {expected}");
         RowError { line, column, value, code, expected, message }
     }
 }
 
+/// `line 7: column "Port": got …`: the line once, then the message.
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "line {}: {}", self.line, self.message)
     }
 }
 
@@ -256,6 +265,8 @@ mod tests {
     fn row_error_truncates_value() {
         let e = RowError::new(7, "Port", &"9".repeat(300), "INVALID_PORT", "an integer port 0-65535");
         assert_eq!(e.value.len(), 200);
-        assert!(e.message.starts_with("line 7, column \"Port\""));
+        assert_eq!(e.message, format!("column \"Port\": got \"{}\", expected an integer port 0-65535", e.value));
+        assert!(e.to_string().starts_with("line 7: column \"Port\""), "{e}");
+        assert_eq!(e.to_string().matches("line").count(), 1, "the line is named once: {e}");
     }
 }

@@ -15,8 +15,8 @@
 //! - `format`: the [`Format`] enum and its names and families.
 //! - `mapping/`: one mapping table per format (field → candidate header names), and
 //!   detection by required columns.
-//! - `encoding`: UTF-8 / Windows-1252 classification and transcoding.
-//! - `sniff`: [`sniff`] and [`Sniffed`].
+//! - `encoding`: UTF-8 / Windows-1252 / UTF-16 (with a BOM) classification and decoding.
+//! - `sniff`: [`sniff`], [`Sniffed`] and [`check_forced_format`] (a format chosen after sniffing).
 //! - `source`: the `Read` adapter enforcing line/record caps, noticing blank lines and
 //!   unterminated quotes, stripping the BOM and transcoding.
 //! - `reader`: [`ScanReader`] and [`Limits`].
@@ -40,4 +40,5 @@ pub use error::{ROW_ERROR_CODES, ReadError, RowError, SniffError};
 pub use format::Format;
 pub use reader::{Limits, ScanReader};
 pub use row::{Finding, Row};
-pub use sniff::{Sniffed, sniff};
+pub use sniff::{Sniffed, check_forced_format, sniff};
+pub use source::physical_lines;

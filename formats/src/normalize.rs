@@ -94,6 +94,61 @@ pub(crate) fn parse_port(s: &str) -> Result<(i32, Option<String>), ()> {
     Ok((port, proto))
 }
 
+/// Reads a RapidFire `Ports` list: ports separated by commas or spaces (`80/tcp, 443/tcp`),
+/// each perhaps followed by its service name, in parentheses (`443/tcp (https)`) or bare
+/// (`443/tcp https`). A service name labels the port before it and is dropped, so it never
+/// turns a good list into an invalid row. An empty list is one host-level port (0).
+/// `Err(item)` quotes the first comma-separated item that holds no port, or a token that is
+/// neither a port nor a name (`70000/tcp`).
+pub(crate) fn parse_port_list(s: &str) -> Result<Vec<(i32, Option<String>)>, String> {
+    let mut ports = Vec::new();
+    for item in s.split(',') {
+        let (bare, labelled) = without_parenthesised(item);
+        let mut named = labelled;
+        let before = ports.len();
+        for token in bare.split_whitespace() {
+            match parse_port(token) {
+                Ok(port) => ports.push(port),
+                Err(()) if is_service_name(token) => named = true,
+                Err(()) => return Err(token.to_owned()),
+            }
+        }
+        if named && ports.len() == before {
+            return Err(item.trim().to_owned());
+        }
+    }
+    if ports.is_empty() {
+        ports.push((0, None));
+    }
+    Ok(ports)
+}
+
+/// `item` without its `(...)` groups (an unclosed one runs to the end), and whether it had any.
+fn without_parenthesised(item: &str) -> (String, bool) {
+    let mut out = String::with_capacity(item.len());
+    let (mut depth, mut had) = (0usize, false);
+    for c in item.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                had = true;
+                out.push(' ');
+            }
+            ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    (out, had)
+}
+
+/// A service name such as `https`, `ms-wbt-server` or `imaps`: letters, digits and `-_.+`,
+/// with at least one letter (so a bad number is never taken for a name).
+fn is_service_name(token: &str) -> bool {
+    token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        && token.chars().any(|c| c.is_ascii_alphabetic())
+}
+
 /// Lower-cased, trimmed protocol; sentinels (`-`, `NA`) become "".
 pub(crate) fn normalize_protocol(s: &str) -> String {
     if is_none_sentinel(s) { String::new() } else { s.trim().trim_start_matches('\'').trim().to_lowercase() }
@@ -181,6 +236,31 @@ mod tests {
         assert_eq!(parse_port("http"), Err(()));
         assert_eq!(normalize_protocol(" TCP "), "tcp");
         assert_eq!(normalize_protocol("'-"), "");
+    }
+
+    #[test]
+    fn port_lists_drop_service_names_and_keep_every_port() {
+        let tcp = |p: i32| (p, Some("tcp".to_owned()));
+        assert_eq!(parse_port_list("443 (https)"), Ok(vec![(443, None)]));
+        assert_eq!(parse_port_list("80/tcp, 443/tcp (https)"), Ok(vec![tcp(80), tcp(443)]));
+        assert_eq!(
+            parse_port_list("22/tcp (ssh),3389/tcp (ms-wbt-server), 8443"),
+            Ok(vec![tcp(22), tcp(3389), (8443, None)])
+        );
+        assert_eq!(parse_port_list("443/tcp https 80/tcp"), Ok(vec![tcp(443), tcp(80)]));
+        assert_eq!(parse_port_list("2083/tcp,2087/tcp"), Ok(vec![tcp(2083), tcp(2087)]));
+        assert_eq!(parse_port_list("443/tcp(https)"), Ok(vec![tcp(443)]));
+        assert_eq!(parse_port_list("0/NA"), Ok(vec![(0, Some(String::new()))]));
+        assert_eq!(parse_port_list(""), Ok(vec![(0, None)]));
+        assert_eq!(parse_port_list("443 (https"), Ok(vec![(443, None)]));
+    }
+
+    #[test]
+    fn port_lists_refuse_names_without_ports_and_bad_numbers() {
+        assert_eq!(parse_port_list("https"), Err("https".to_owned()));
+        assert_eq!(parse_port_list("80/tcp, (https)"), Err("(https)".to_owned()));
+        assert_eq!(parse_port_list("80/tcp, 70000/tcp (x)"), Err("70000/tcp".to_owned()));
+        assert_eq!(parse_port_list("80/tcp 99999"), Err("99999".to_owned()));
     }
 
     #[test]

@@ -4,7 +4,6 @@ use std::io::Read;
 
 use csv::ByteRecord;
 
-use crate::encoding::TextEncoding;
 use crate::error::ReadError;
 use crate::mapping::{self, Resolved};
 use crate::row::{Mapper, Row};
@@ -77,13 +76,13 @@ fn read_error(e: csv::Error, line: u64) -> ReadError {
 
 impl<R: Read> ScanReader<R> {
     /// Starts reading. `reader` yields the raw file bytes from byte 0 (BOM included). Strips
-    /// a UTF-8 BOM, transcodes Windows-1252 to UTF-8 when `sniffed` says so, and skips the
-    /// preamble up to and including the header record.
+    /// the BOM, transcodes Windows-1252 and UTF-16 to UTF-8 when `sniffed` says so, and skips
+    /// the preamble up to and including the header record.
     pub fn new(reader: R, sniffed: &Sniffed, limits: Limits) -> Result<Self, ReadError> {
         let source = Source::new(
             reader,
             sniffed.bom,
-            sniffed.encoding == TextEncoding::Windows1252,
+            sniffed.encoding,
             sniffed.delimiter,
             limits.max_line_bytes,
             limits.max_record_bytes(),
@@ -103,8 +102,7 @@ impl<R: Read> ScanReader<R> {
             if !more || line > sniffed.header_line {
                 return Err(ReadError::MissingHeader { line: sniffed.header_line });
             }
-            // With CR-only line ends (old Mac exports) every record is on line 1: the header
-            // is the record on its line that has the names the sniffer read.
+            // The header is the record on its line that has the names the sniffer read.
             // (Trimmed as the sniffer trims; trimming its names again could change them.)
             let names: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
             let trimmed = names.iter().map(|n| n.trim_start_matches('\u{feff}').trim());
@@ -140,7 +138,7 @@ impl<R: Read> ScanReader<R> {
         let before = self.pending.unwrap_or(u64::MAX);
         while let Some(line) = self.csv.get_mut().pop_blank_before(before) {
             // Empty lines up to the header's line are preamble, even those the source scans
-            // only after the header was read (CR-only line ends keep them all on line 1).
+            // only after the header was read.
             if line > self.header_line {
                 return Some(Ok(Row::Blank { line }));
             }

@@ -7,7 +7,8 @@ use crate::error::RowError;
 use crate::format::Format;
 use crate::mapping::{Field, Resolved, Spec};
 use crate::normalize::{
-    clean_solution, normalize_protocol, parse_cves, parse_port, parse_score, parse_severity, severity_from_cvss,
+    clean_solution, normalize_protocol, parse_cves, parse_port, parse_port_list, parse_score, parse_severity,
+    severity_from_cvss,
 };
 use crate::realign;
 
@@ -220,10 +221,7 @@ impl Mapper {
         let port_err =
             |v: &str| c.field_error(Field::Port, v, "INVALID_PORT", "an integer port 0-65535 (or port/protocol)");
         let ports: Vec<(i32, Option<String>)> = if format == Format::RapidFire {
-            let items: Vec<&str> = port_cell.split([',', ' ']).filter(|p| !p.trim().is_empty()).collect();
-            let parsed: Result<Vec<_>, _> = items.iter().map(|p| parse_port(p).map_err(|()| port_err(p))).collect();
-            let parsed = parsed?;
-            if parsed.is_empty() { vec![(0, None)] } else { parsed }
+            parse_port_list(port_cell).map_err(|item| port_err(&item))?
         } else {
             vec![parse_port(port_cell).map_err(|()| port_err(port_cell))?]
         };

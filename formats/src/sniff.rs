@@ -1,6 +1,6 @@
 //! [`sniff`]: encoding, delimiter, preamble and format, from the first bytes of an upload.
 
-use crate::encoding::{BOM, Classified, TextEncoding, classify};
+use crate::encoding::{Classified, TextEncoding, Utf16Broken, bom_encoding, classify, decode_utf16_prefix};
 use crate::error::SniffError;
 use crate::format::Format;
 use crate::mapping::{self, normalize_name};
@@ -17,7 +17,7 @@ const HEADER_LIKE_RECORDS: usize = 64;
 pub struct Sniffed {
     /// The text encoding.
     pub encoding: TextEncoding,
-    /// Whether the file starts with a UTF-8 BOM.
+    /// Whether the file starts with a byte order mark (of `encoding`: UTF-8 or UTF-16).
     pub bom: bool,
     /// The field delimiter: `,`, `;`, `\t` or `|`.
     pub delimiter: u8,
@@ -52,7 +52,7 @@ fn non_empty(names: &[String]) -> usize {
 /// `forced` (or, without one, of any format).
 fn scan(text: &str, delimiter: u8, forced: Option<Format>) -> Scan {
     // The source counts physical lines the way the reader will (csv's own count is off).
-    let source = Source::new(text.as_bytes(), false, false, delimiter, usize::MAX, usize::MAX);
+    let source = Source::new(text.as_bytes(), false, TextEncoding::Utf8, delimiter, usize::MAX, usize::MAX);
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(source);
     let mut record = csv::StringRecord::new();
     let mut best: Vec<String> = Vec::new();
@@ -105,24 +105,44 @@ fn find_header(text: &str, forced: Option<Format>) -> (Option<Hit>, Vec<String>)
 /// user chose: the header must still contain that format's required columns, else
 /// [`SniffError::FormatMismatch`].
 pub fn sniff(prefix: &[u8], complete: bool, forced: Option<Format>) -> Result<Sniffed, SniffError> {
-    let bom = prefix.starts_with(BOM);
-    let body = if bom { &prefix[BOM.len()..] } else { prefix };
-    if body.iter().all(u8::is_ascii_whitespace) && (complete || body.is_empty()) {
-        return Err(SniffError::Empty { whitespace_only: !prefix.is_empty() });
-    }
-    let offset = |o: usize| (o + if bom { BOM.len() } else { 0 }) as u64;
-    let (encoding, text) = match classify(body, complete, bom) {
-        Classified::Utf8(s) => (TextEncoding::Utf8, s),
-        Classified::Windows1252(s) => (TextEncoding::Windows1252, s),
-        Classified::Binary(o) => return Err(SniffError::Binary { offset: offset(o) }),
-        Classified::Invalid(o) => return Err(SniffError::InvalidEncoding { offset: offset(o) }),
+    let announced = bom_encoding(prefix);
+    let bom_len = announced.map_or(0, TextEncoding::bom_len);
+    let bom = announced.is_some();
+    let body = &prefix[bom_len..];
+    let offset = |o: usize| (o + bom_len) as u64;
+    let (encoding, text) = match announced {
+        Some(utf16 @ (TextEncoding::Utf16Le | TextEncoding::Utf16Be)) => {
+            match decode_utf16_prefix(body, utf16 == TextEncoding::Utf16Be, complete) {
+                Ok(text) if text.chars().all(|c| c.is_ascii_whitespace()) && (complete || body.is_empty()) => {
+                    return Err(SniffError::Empty { whitespace_only: !body.is_empty() });
+                }
+                Ok(text) => (utf16, text),
+                Err(Utf16Broken::Nul(o)) => return Err(SniffError::Binary { offset: offset(o) }),
+                Err(Utf16Broken::Invalid(o)) => {
+                    return Err(SniffError::InvalidEncoding { offset: offset(o), encoding: utf16 });
+                }
+            }
+        }
+        _ => {
+            if body.iter().all(u8::is_ascii_whitespace) && (complete || body.is_empty()) {
+                return Err(SniffError::Empty { whitespace_only: !prefix.is_empty() });
+            }
+            match classify(body, complete, bom) {
+                Classified::Utf8(s) => (TextEncoding::Utf8, s),
+                Classified::Windows1252(s) => (TextEncoding::Windows1252, s),
+                Classified::Binary(o) => return Err(SniffError::Binary { offset: offset(o) }),
+                Classified::Invalid(o) => {
+                    return Err(SniffError::InvalidEncoding { offset: offset(o), encoding: TextEncoding::Utf8 });
+                }
+            }
+        }
     };
     let scanned_bytes = prefix.len() as u64;
     // A partial prefix: only whole lines count (the last one may be cut anywhere).
     let text = if complete {
         text.as_str()
     } else {
-        match text.rfind('\n') {
+        match text.rfind(['\n', '\r']) {
             Some(end) => &text[..=end],
             None => return Err(SniffError::LineTooLong { scanned_bytes }),
         }
@@ -155,6 +175,25 @@ pub fn sniff(prefix: &[u8], complete: bool, forced: Option<Format>) -> Result<Sn
     }
 }
 
+/// Checks a format the user chose against a header sniffed without that choice (the upload
+/// form may name the format after the file). The rule is the one [`sniff`] applies to a
+/// forced format, and the worker applies when it reads the file: every required column, and
+/// one of the format's distinguishing columns when it has such a group. A mismatch is
+/// [`SniffError::FormatMismatch`], naming what is missing and what the file looks like.
+pub fn check_forced_format(forced: Format, sniffed: &Sniffed) -> Result<(), SniffError> {
+    let normalized: Vec<String> = sniffed.header.iter().map(|n| normalize_name(n)).collect();
+    let spec = mapping::spec(forced);
+    if forced == sniffed.format || spec.matches(&normalized) {
+        return Ok(());
+    }
+    Err(SniffError::FormatMismatch {
+        forced,
+        detected: Some(sniffed.format),
+        missing: spec.missing(&normalized),
+        found: sniffed.header.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +222,21 @@ mod tests {
         assert_eq!(s.format, Format::Generic);
         let e = sniff(b"asset,check_id,title,sev", false, None).unwrap_err();
         assert_eq!(e.code(), "LINE_TOO_LONG");
+    }
+
+    #[test]
+    fn a_format_chosen_after_sniffing_needs_its_distinguishing_columns_too() {
+        // Tenable.io needs Plugin ID and Name, and one of its own columns besides.
+        let text = b"Plugin ID,Name,Host,Port\n19506,Scan Information,h1,0\n";
+        let sniffed = sniff(text, true, None).unwrap();
+        assert_eq!(sniffed.format, Format::Nessus);
+        assert!(check_forced_format(Format::Nessus, &sniffed).is_ok());
+        let e = check_forced_format(Format::TenableIo, &sniffed).unwrap_err();
+        assert_eq!(e.code(), "FORMAT_MISMATCH");
+        let msg = e.to_string();
+        assert!(msg.contains("one of Vulnerability State / Asset UUID") && msg.contains("looks like nessus"), "{msg}");
+        // The same choice made before sniffing is refused the same way.
+        assert_eq!(sniff(text, true, Some(Format::TenableIo)).unwrap_err().code(), "FORMAT_MISMATCH");
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! [`Source`]: the `Read` adapter between the raw upload and the CSV parser.
 //!
-//! It skips the UTF-8 BOM, enforces the physical-line and record size caps *before* the CSV
+//! It skips the BOM, enforces the physical-line and record size caps *before* the CSV
 //! parser buffers anything (so a 10 GB line never reaches memory), notices a file that ends
 //! inside a quoted cell (the csv crate silently accepts that), records empty lines (which the
-//! csv crate skips without a trace), and transcodes Windows-1252 to UTF-8.
+//! csv crate skips without a trace), and transcodes Windows-1252 and UTF-16 to UTF-8.
 //!
 //! To know what is quoted it runs the same small state machine as csv-core: a quote opens a
 //! quoted cell only at the start of a cell, and `""` inside one is an escaped quote.
+//! Physical lines end at LF, CRLF or a lone CR (old Mac exports), as records do for csv-core,
+//! so a line number in an error points at the line an editor shows.
+//!
+//! Windows-1252 keeps ASCII where it is, so its raw bytes are scanned and then transcoded;
+//! UTF-16 spreads each ASCII character over two bytes, so it is decoded first and the UTF-8
+//! is scanned (its caps count UTF-8 bytes).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
-use crate::encoding::{BOM, cp1252_to_utf8};
+use crate::encoding::{TextEncoding, Utf16Decoder, cp1252_to_utf8};
 
 /// Raw bytes read from the inner reader at a time.
 const CHUNK: usize = 64 * 1024;
@@ -43,7 +49,12 @@ enum Quote {
 pub(crate) struct Source<R> {
     inner: R,
     bom_left: usize,
+    /// Windows-1252: transcode the scanned bytes.
     transcode: bool,
+    /// UTF-16: decode before scanning.
+    utf16: Option<Utf16Decoder>,
+    /// UTF-16 decoded to UTF-8, before it is scanned (kept to reuse its allocation).
+    decoded: Vec<u8>,
     delimiter: u8,
     max_line: usize,
     max_record: usize,
@@ -53,15 +64,17 @@ pub(crate) struct Source<R> {
     line_bytes: usize,
     /// No byte of the current record seen yet (outside quotes).
     at_record_start: bool,
-    /// The previous byte was a CR outside quotes (so an LF completes a CRLF).
+    /// The previous byte was a CR outside quotes (so an LF completes a CRLF record end).
     after_cr: bool,
+    /// The previous byte was a CR, quoted or not (so an LF completes a CRLF line end).
+    line_after_cr: bool,
     record_bytes: usize,
     record_line: u64,
     quote_line: u64,
     /// Runs of empty lines seen outside quoted cells: (first line, count).
     blank_runs: VecDeque<(u64, u64)>,
     /// Start lines of records scanned but not yet taken (csv's own line numbers are wrong
-    /// after empty lines and with CRLF, so the physical lines are counted here).
+    /// after empty lines, with CRLF and with lone CRs, so the physical lines are counted here).
     record_lines: VecDeque<u64>,
     raw: Vec<u8>,
     out: Vec<u8>,
@@ -71,18 +84,22 @@ pub(crate) struct Source<R> {
 }
 
 impl<R: Read> Source<R> {
+    /// A source over `inner` in `encoding`; `bom` says whether `inner` starts with the BOM of
+    /// that encoding (skipped).
     pub(crate) fn new(
         inner: R,
         bom: bool,
-        transcode: bool,
+        encoding: TextEncoding,
         delimiter: u8,
         max_line: usize,
         max_record: usize,
     ) -> Source<R> {
         Source {
             inner,
-            bom_left: if bom { BOM.len() } else { 0 },
-            transcode,
+            bom_left: if bom { encoding.bom_len() } else { 0 },
+            transcode: encoding == TextEncoding::Windows1252,
+            utf16: encoding.is_utf16().then(|| Utf16Decoder::new(encoding == TextEncoding::Utf16Be)),
+            decoded: Vec::new(),
             delimiter,
             max_line,
             max_record,
@@ -91,6 +108,7 @@ impl<R: Read> Source<R> {
             line_bytes: 0,
             at_record_start: true,
             after_cr: false,
+            line_after_cr: false,
             record_bytes: 0,
             record_line: 1,
             quote_line: 1,
@@ -145,7 +163,7 @@ impl<R: Read> Source<R> {
         while i < chunk.len() {
             let rest = &chunk[i..];
             let run = match self.state {
-                Quote::Quoted => memchr::memchr2(b'"', b'\n', rest).unwrap_or(rest.len()),
+                Quote::Quoted => memchr::memchr3(b'"', b'\n', b'\r', rest).unwrap_or(rest.len()),
                 Quote::Unquoted => memchr::memchr3(self.delimiter, b'\n', b'\r', rest).unwrap_or(rest.len()),
                 Quote::Start | Quote::Closing => 0,
             };
@@ -164,6 +182,7 @@ impl<R: Read> Source<R> {
     /// the same size checks (and the same error position) as [`Source::step`] byte by byte.
     fn skip(&mut self, at: usize, len: usize) -> Result<(), (usize, SourceError)> {
         self.after_cr = false;
+        self.line_after_cr = false;
         let to_line_limit = self.max_line.saturating_sub(self.line_bytes);
         let to_record_limit = self.max_record.saturating_sub(self.record_bytes);
         if to_line_limit < len && to_line_limit <= to_record_limit {
@@ -219,11 +238,16 @@ impl<R: Read> Source<R> {
         }
         self.after_cr = b == b'\r' && !in_quotes;
         self.record_bytes += 1;
-        if b == b'\n' {
-            self.line += 1;
+        if eol {
+            // CR, LF and CRLF each end one physical line.
+            if !(b == b'\n' && self.line_after_cr) {
+                self.line += 1;
+            }
+            self.line_after_cr = b == b'\r';
             self.line_bytes = 0;
             return Ok(());
         }
+        self.line_after_cr = false;
         self.line_bytes += 1;
         if self.line_bytes > self.max_line {
             let limit = self.max_line;
@@ -257,7 +281,14 @@ impl<R: Read> Source<R> {
         if n == 0 {
             self.raw = raw;
             self.eof = true;
-            if self.state == Quote::Quoted {
+            let mut decoded = std::mem::take(&mut self.decoded);
+            decoded.clear();
+            if let Some(decoder) = &mut self.utf16 {
+                decoder.finish(&mut decoded);
+                self.deliver(&decoded);
+            }
+            self.decoded = decoded;
+            if self.state == Quote::Quoted && self.pending_error.is_none() {
                 let line = self.quote_line;
                 return Err(io::Error::other(SourceError::UnterminatedQuote { line }));
             }
@@ -265,7 +296,23 @@ impl<R: Read> Source<R> {
         }
         let skip = self.bom_left.min(n);
         self.bom_left -= skip;
-        let mut chunk = &raw[skip..n];
+        let chunk = &raw[skip..n];
+        if let Some(decoder) = &mut self.utf16 {
+            let mut decoded = std::mem::take(&mut self.decoded);
+            decoded.clear();
+            decoder.decode(chunk, &mut decoded);
+            self.deliver(&decoded);
+            self.decoded = decoded;
+        } else {
+            self.deliver(chunk);
+        }
+        self.raw = raw;
+        Ok(())
+    }
+
+    /// Scans `chunk` and appends what may be delivered of it to `out` (transcoded when the
+    /// file is Windows-1252); a violation is kept to be raised after the good bytes.
+    fn deliver(&mut self, mut chunk: &[u8]) {
         if let Err((ok_len, e)) = self.scan(chunk) {
             chunk = &chunk[..ok_len];
             self.pending_error = Some(e);
@@ -275,8 +322,6 @@ impl<R: Read> Source<R> {
         } else {
             self.out.extend_from_slice(chunk);
         }
-        self.raw = raw;
-        Ok(())
     }
 }
 
@@ -302,17 +347,37 @@ impl<R: Read> Read for Source<R> {
 #[path = "../tests/it/fuzz/driver.rs"]
 mod fuzz_driver;
 
+/// The physical lines of `bytes`, as line numbers count them: split at LF, CRLF and a lone CR
+/// (an old Mac's line end). Reading never builds this list; it says what the numbers mean.
+pub fn physical_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\n' || bytes[i] == b'\r' {
+            lines.push(&bytes[start..i]);
+            if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    lines.push(&bytes[start..]);
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use proptest::sample::select;
 
     use super::*;
+    use crate::encoding::BOM;
 
     /// Everything the state machine keeps, to compare two sources.
     fn snapshot(src: &Source<&[u8]>) -> String {
         format!(
-            "{:?} line={} line_bytes={} record_bytes={} record_line={} quote_line={} start={} cr={} blanks={:?} records={:?}",
+            "{:?} line={} line_bytes={} record_bytes={} record_line={} quote_line={} start={} cr={} line_cr={} blanks={:?} records={:?}",
             src.state,
             src.line,
             src.line_bytes,
@@ -321,6 +386,7 @@ mod tests {
             src.quote_line,
             src.at_record_start,
             src.after_cr,
+            src.line_after_cr,
             src.blank_runs,
             src.record_lines
         )
@@ -336,8 +402,8 @@ mod tests {
         max_record: usize,
         mut chunk_len: impl FnMut() -> usize,
     ) -> Result<(), String> {
-        let mut fast = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
-        let mut slow = Source::new(&b""[..], false, false, delimiter, max_line, max_record);
+        let mut fast = Source::new(&b""[..], false, TextEncoding::Utf8, delimiter, max_line, max_record);
+        let mut slow = Source::new(&b""[..], false, TextEncoding::Utf8, delimiter, max_line, max_record);
         let case =
             || format!("{:?} delimiter {:?} limits {max_line}/{max_record}", String::from_utf8_lossy(input), delimiter);
         let mut from = 0;
@@ -420,7 +486,8 @@ mod tests {
                     .map_err(TestCaseError::fail)?;
 
                 let file = if bom { [BOM, input.as_slice()].concat() } else { input.clone() };
-                let mut src = Source::new(Trickle(&file, chunks[0]), bom, transcode, delimiter, max_line, max_record);
+                let encoding = if transcode { TextEncoding::Windows1252 } else { TextEncoding::Utf8 };
+                let mut src = Source::new(Trickle(&file, chunks[0]), bom, encoding, delimiter, max_line, max_record);
                 let mut out = Vec::new();
                 let result = src.read_to_end(&mut out);
                 let error =
@@ -429,10 +496,10 @@ mod tests {
                     prop_assert!(std::str::from_utf8(&out).is_ok(), "transcoded output is not UTF-8");
                 } else {
                     prop_assert!(input.starts_with(&out), "the output is not the input");
-                    let longest = out.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+                    let longest = physical_lines(&out).into_iter().map(<[u8]>::len).max().unwrap_or(0);
                     prop_assert!(longest <= max_line, "a {}-byte line passed the {} cap", longest, max_line);
                 }
-                let long_line = input.split(|&b| b == b'\n').position(|l| l.len() > max_line).map(|i| i as u64 + 1);
+                let long_line = physical_lines(&input).iter().position(|l| l.len() > max_line).map(|i| i as u64 + 1);
                 match (error, long_line) {
                     (None, _) => {
                         prop_assert!(result.is_ok(), "an I/O error from a slice: {:?}", result);
@@ -466,7 +533,7 @@ mod tests {
     #[test]
     fn strips_bom_and_records_blank_lines_outside_quotes() {
         let input = b"\xEF\xBB\xBFa,b\n\n\"x\n\ny\",2\r\n\r\n\n1,2\n".as_slice();
-        let mut src = Source::new(input, true, false, b',', 100, 1000);
+        let mut src = Source::new(input, true, TextEncoding::Utf8, b',', 100, 1000);
         assert_eq!(drain(&mut src).unwrap(), b"a,b\n\n\"x\n\ny\",2\r\n\r\n\n1,2\n");
         let blanks: Vec<u64> = std::iter::from_fn(|| src.pop_blank_before(u64::MAX)).collect();
         assert_eq!(blanks, [2, 6, 7]);
@@ -478,7 +545,7 @@ mod tests {
     fn long_line_is_refused_after_the_good_lines() {
         let mut input = b"a,b\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', 50));
-        let mut src = Source::new(input.as_slice(), false, false, b',', 20, 1000);
+        let mut src = Source::new(input.as_slice(), false, TextEncoding::Utf8, b',', 20, 1000);
         let mut buf = [0u8; 1024];
         let n = src.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"a,b\n"));
@@ -489,17 +556,57 @@ mod tests {
 
     #[test]
     fn unterminated_quote_and_escaped_quotes() {
-        let mut ok = Source::new(b"a,\"b\"\"c\"\nd\"e,f".as_slice(), false, false, b',', 99, 999);
+        let mut ok = Source::new(b"a,\"b\"\"c\"\nd\"e,f".as_slice(), false, TextEncoding::Utf8, b',', 99, 999);
         assert!(drain(&mut ok).is_ok());
-        let mut bad = Source::new(b"a,b\n1,\"open\n\n".as_slice(), false, false, b',', 99, 999);
+        let mut bad = Source::new(b"a,b\n1,\"open\n\n".as_slice(), false, TextEncoding::Utf8, b',', 99, 999);
         let err = drain(&mut bad).unwrap_err();
         let inner = err.get_ref().and_then(|e| e.downcast_ref::<SourceError>());
         assert_eq!(inner, Some(&SourceError::UnterminatedQuote { line: 2 }));
     }
 
     #[test]
+    fn lone_crs_end_lines_and_crlf_ends_one() {
+        let input = b"a,b\r\r\"x\ry\",2\r\n1,2\r\r\n3,4\n\r5,6".as_slice();
+        let mut src = Source::new(input, false, TextEncoding::Utf8, b',', 100, 1000);
+        assert_eq!(drain(&mut src).unwrap(), input);
+        let records: Vec<u64> = std::iter::from_fn(|| src.pop_record_line()).collect();
+        assert_eq!(records, [1, 3, 5, 7, 9]);
+        let blanks: Vec<u64> = std::iter::from_fn(|| src.pop_blank_before(u64::MAX)).collect();
+        assert_eq!(blanks, [2, 6, 8]);
+    }
+
+    #[test]
+    fn a_cr_only_file_is_capped_per_line_not_as_one_line() {
+        let line = b"xxxxxxxxxx\r";
+        let input: Vec<u8> = line.repeat(50);
+        let mut src = Source::new(input.as_slice(), false, TextEncoding::Utf8, b',', 20, 1000);
+        assert_eq!(drain(&mut src).unwrap(), input);
+        assert_eq!(src.line(), 51);
+    }
+
+    #[test]
+    fn decodes_utf16_in_both_byte_orders_and_skips_its_bom() {
+        let text = "h\t\"caf\u{e9}\r\n\u{1F600}\"\r\n\r\n2\t\u{20AC}\r\n";
+        for (encoding, bom, unit) in [
+            (TextEncoding::Utf16Le, [0xFF, 0xFE], u16::to_le_bytes as fn(u16) -> [u8; 2]),
+            (TextEncoding::Utf16Be, [0xFE, 0xFF], u16::to_be_bytes),
+        ] {
+            let bytes: Vec<u8> = bom.into_iter().chain(text.encode_utf16().flat_map(unit)).collect();
+            for chunk in [1, 3, 4, 7, bytes.len()] {
+                let mut src = Source::new(Trickle(&bytes, chunk), true, encoding, b'\t', 100, 1000);
+                let mut out = Vec::new();
+                src.read_to_end(&mut out).unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), text, "{encoding} in {chunk}-byte reads");
+                let records: Vec<u64> = std::iter::from_fn(|| src.pop_record_line()).collect();
+                assert_eq!(records, [1, 4], "{encoding} in {chunk}-byte reads");
+                assert_eq!(src.pop_blank_before(u64::MAX), Some(3));
+            }
+        }
+    }
+
+    #[test]
     fn transcodes_windows_1252() {
-        let mut src = Source::new(b"caf\xE9,\x80\n".as_slice(), false, true, b',', 99, 999);
+        let mut src = Source::new(b"caf\xE9,\x80\n".as_slice(), false, TextEncoding::Windows1252, b',', 99, 999);
         assert_eq!(String::from_utf8(drain(&mut src).unwrap()).unwrap(), "café,€\n");
     }
 }

@@ -33,17 +33,21 @@ impl std::str::FromStr for Secret {
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default database when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hexflow";
+/// Replicas of every stream and bucket when `HEXFLOW_NATS_REPLICAS` is unset: one server.
+pub const DEFAULT_NATS_REPLICAS: u8 = 1;
+/// Pool size when `HEXFLOW_DB_MAX_CONNECTIONS` is unset.
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 10;
 
 /// How to reach NATS (one server or a cluster, with TLS and credentials) and how to provision
 /// JetStream. The variable names are those of the `nats` command-line tool.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct NatsConfig {
     /// NATS server URL(s), comma-separated: the seed nodes of a cluster [default: nats://127.0.0.1:4222].
     /// `tls://` requires TLS.
     #[arg(id = "nats_url", long = "nats-url", env = "NATS_URL", value_name = "NATS_URL", value_parser = parse_nats_urls)]
     pub url: Option<String>,
     /// Replicas of every stream and bucket: 1 for one server, 3 in a cluster.
-    #[arg(long = "nats-replicas", env = "HEXFLOW_NATS_REPLICAS", value_name = "HEXFLOW_NATS_REPLICAS", default_value_t = 1,
+    #[arg(long = "nats-replicas", env = "HEXFLOW_NATS_REPLICAS", value_name = "HEXFLOW_NATS_REPLICAS", default_value_t = DEFAULT_NATS_REPLICAS,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
     /// Credentials file (JWT and NKey seed) for NATS.
@@ -81,10 +85,26 @@ pub struct NatsConfig {
     pub key: Option<PathBuf>,
 }
 
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            replicas: DEFAULT_NATS_REPLICAS,
+            creds: None,
+            user: None,
+            password: None,
+            token: None,
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
 impl NatsConfig {
     /// A config pointing at `url` with one replica and no credentials.
     pub fn at(url: impl Into<String>) -> Self {
-        NatsConfig { url: Some(url.into()), replicas: 1, ..Default::default() }
+        NatsConfig { url: Some(url.into()), ..Default::default() }
     }
 
     /// The URL list as configured.
@@ -127,14 +147,14 @@ pub struct DbConfig {
     pub url: Option<Secret>,
     /// Connections in this service's pool.
     #[arg(long = "db-max-connections", env = "HEXFLOW_DB_MAX_CONNECTIONS", value_name = "HEXFLOW_DB_MAX_CONNECTIONS",
-          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+          default_value_t = DEFAULT_DB_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
 }
 
 impl DbConfig {
     /// A config pointing at `url`.
     pub fn at(url: impl Into<String>) -> Self {
-        DbConfig { url: Some(Secret(url.into())), max_connections: 10 }
+        DbConfig { url: Some(Secret(url.into())), max_connections: DEFAULT_DB_MAX_CONNECTIONS }
     }
 
     /// The URL to connect to.
@@ -144,18 +164,20 @@ impl DbConfig {
 }
 
 /// Output format of the logs.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Coloured, one line per event, for terminals.
+    #[default]
     Human,
     /// One JSON object per line, for log collectors.
     Json,
 }
 
 /// How spans travel to the OTLP collector.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OtlpProtocol {
     /// OTLP over gRPC (port 4317 by convention).
+    #[default]
     Grpc,
     /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
     #[value(name = "http/protobuf")]
@@ -171,14 +193,20 @@ fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
     }
 }
 
-/// Logging and tracing.
-#[derive(clap::Args, Debug, Clone)]
+/// Logging and tracing; the defaults are those of each field's type.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct TelemetryConfig {
     /// Log filter in `tracing` EnvFilter syntax (falls back to RUST_LOG).
     #[arg(long = "log", env = "HEXFLOW_LOG", value_name = "HEXFLOW_LOG")]
     pub filter: Option<String>,
     /// Log format.
-    #[arg(long = "log-format", env = "HEXFLOW_LOG_FORMAT", value_name = "HEXFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[arg(
+        long = "log-format",
+        env = "HEXFLOW_LOG_FORMAT",
+        value_name = "HEXFLOW_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     pub format: LogFormat,
     /// OTLP collector that receives the spans (http:// or https://, e.g. http://otel-collector:4317
     /// for gRPC, :4318 for HTTP); unset: no export.
@@ -186,24 +214,17 @@ pub struct TelemetryConfig {
           value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// OTLP transport: `grpc` or `http/protobuf`.
-    #[arg(long = "otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "OTEL_EXPORTER_OTLP_PROTOCOL",
-          value_enum, default_value_t = OtlpProtocol::Grpc)]
+    #[arg(
+        long = "otlp-protocol",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_name = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_enum,
+        default_value_t
+    )]
     pub otlp_protocol: OtlpProtocol,
     /// Service name on exported spans [default: the service's own].
     #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        TelemetryConfig {
-            filter: None,
-            format: LogFormat::Human,
-            otlp_endpoint: None,
-            otlp_protocol: OtlpProtocol::Grpc,
-            service_name: None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -223,6 +244,29 @@ mod tests {
         let err = parse_nats_urls("nats://a:4222,nats://b:port").unwrap_err();
         assert!(err.contains("nats://b:port") && err.contains("expected nats://host:port"), "{err}");
         assert!(parse_nats_urls(" , ").unwrap_err().contains("no server URL"));
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_default_values() {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            nats: NatsConfig,
+            #[command(flatten)]
+            db: DbConfig,
+            #[command(flatten)]
+            telemetry: TelemetryConfig,
+        }
+        for var in
+            ["HEXFLOW_NATS_REPLICAS", "HEXFLOW_DB_MAX_CONNECTIONS", "HEXFLOW_LOG_FORMAT", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        {
+            assert!(std::env::var_os(var).is_none(), "{var} is set; unset it to compare the defaults");
+        }
+        let parsed = <Probe as clap::Parser>::try_parse_from(["probe"]).unwrap();
+        assert_eq!(parsed.nats.replicas, NatsConfig::default().replicas);
+        assert_eq!(parsed.db.max_connections, DbConfig::at("postgres://x").max_connections);
+        assert_eq!(parsed.telemetry.format, TelemetryConfig::default().format);
+        assert_eq!(parsed.telemetry.otlp_protocol, TelemetryConfig::default().otlp_protocol);
     }
 
     #[test]

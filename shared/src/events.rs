@@ -3,6 +3,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The operation every progress event describes (`metadata.operation`).
+pub const OPERATION: &str = "csv-import";
+
+/// Steps of the pipeline shown as `metadata.currentStep` / `metadata.totalSteps`.
+pub const TOTAL_STEPS: u32 = 4;
+
 /// Where an import stands, as users see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +116,18 @@ impl Phase {
         Phase::ALL.iter().copied().find(|p| p.as_str() == s)
     }
 
+    /// The step shown as `metadata.currentStep` while the import is in this phase: 0 queued,
+    /// then one per working phase, [`TOTAL_STEPS`] once it is over.
+    pub fn step(self) -> u32 {
+        match self {
+            Phase::Queued => 0,
+            Phase::Parsing => 1,
+            Phase::Loading => 2,
+            Phase::Processing => 3,
+            Phase::Finalizing | Phase::Complete | Phase::Error | Phase::Cancelled => TOTAL_STEPS,
+        }
+    }
+
     /// Every phase, in pipeline order.
     pub const ALL: [Phase; 8] = [
         Phase::Queued,
@@ -127,7 +145,7 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
-    /// Always `csv-import`.
+    /// Always [`OPERATION`].
     pub operation: String,
     /// The uploaded file's name, as given by the client.
     pub filename: String,
@@ -141,6 +159,26 @@ pub struct Metadata {
     pub total_steps: u32,
 }
 
+impl Metadata {
+    /// The metadata of an import of `filename` (format name, RFC 3339 scan date) at step
+    /// `current_step` of [`TOTAL_STEPS`].
+    pub fn new(
+        filename: impl Into<String>,
+        format: impl Into<String>,
+        scan_date: impl Into<String>,
+        current_step: u32,
+    ) -> Metadata {
+        Metadata {
+            operation: OPERATION.into(),
+            filename: filename.into(),
+            format: format.into(),
+            scan_date: scan_date.into(),
+            current_step,
+            total_steps: TOTAL_STEPS,
+        }
+    }
+}
+
 /// What a completed import changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,9 +187,10 @@ pub struct Summary {
     pub new: u64,
     /// Open findings whose details changed.
     pub updated: u64,
-    /// Open findings seen again unchanged.
+    /// Findings seen again unchanged (resolved ones the scanner reports fixed again included).
     pub unchanged: u64,
-    /// Open findings of covered assets absent from this scan (or marked fixed by the scanner).
+    /// Open findings of covered assets absent from this scan or marked fixed by the scanner,
+    /// and findings first seen already marked fixed (recorded as resolved).
     pub resolved: u64,
     /// Resolved findings seen again.
     pub reopened: u64,
@@ -253,6 +292,32 @@ pub struct ProgressEvent {
 }
 
 impl ProgressEvent {
+    /// Event `seq` of import `session_id` in `status` and `phase`, stamped now, with nothing
+    /// measured yet: no progress, rows, bytes, ETA or result, attempt 0. Callers fill in what
+    /// they know with struct update syntax (`ProgressEvent { total_bytes, ..ProgressEvent::new(..) }`).
+    pub fn new(session_id: Uuid, seq: u64, status: Status, phase: Phase, metadata: Metadata) -> ProgressEvent {
+        ProgressEvent {
+            session_id,
+            seq,
+            status,
+            phase,
+            progress: 0.0,
+            message: String::new(),
+            processed_rows: 0,
+            total_rows: None,
+            bytes_processed: 0,
+            total_bytes: 0,
+            eta_seconds: None,
+            rows_per_second: 0.0,
+            attempt: 0,
+            timestamp: now_ms(),
+            metadata,
+            summary: None,
+            error: None,
+            partial_results: None,
+        }
+    }
+
     /// True when this is the import's last event.
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()
@@ -301,37 +366,28 @@ mod tests {
     #[test]
     fn event_serialises_in_camel_case() {
         let ev = ProgressEvent {
-            session_id: Uuid::nil(),
-            seq: 3,
-            status: Status::Processing,
-            phase: Phase::Loading,
             progress: 12.5,
             message: "loading".into(),
             processed_rows: 10,
-            total_rows: None,
             bytes_processed: 5,
             total_bytes: 50,
-            eta_seconds: None,
             rows_per_second: 1.0,
             attempt: 1,
             timestamp: 0,
-            metadata: Metadata {
-                operation: "csv-import".into(),
-                filename: "a.csv".into(),
-                format: "nessus".into(),
-                scan_date: "2026-01-01T00:00:00Z".into(),
-                current_step: 2,
-                total_steps: 4,
-            },
-            summary: None,
-            error: None,
-            partial_results: None,
+            ..ProgressEvent::new(
+                Uuid::nil(),
+                3,
+                Status::Processing,
+                Phase::Loading,
+                Metadata::new("a.csv", "nessus", "2026-01-01T00:00:00Z", Phase::Loading.step()),
+            )
         };
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["sessionId"], "00000000-0000-0000-0000-000000000000");
         assert_eq!(v["processedRows"], 10);
         assert!(v["totalRows"].is_null());
         assert_eq!(v["metadata"]["scanDate"], "2026-01-01T00:00:00Z");
+        assert_eq!((&v["metadata"]["operation"], &v["metadata"]["currentStep"]), (&"csv-import".into(), &2.into()));
         assert!(v.get("summary").is_none());
         let back: ProgressEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, ev);

@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - [`auth`]: JWT (HS256) verification, `Identity`, the access rule.
-//! - [`events`]: `ProgressEvent`, `ImportJob` and their parts (the JSON contract).
+//! - [`events`]: `ProgressEvent`, `ImportJob` and their parts (the JSON contract), with their
+//!   constructors and the `OPERATION` / `TOTAL_STEPS` constants.
+//! - [`import_row`]: the `imports` row as a progress event (`ProgressRow`).
 //! - [`names`]: subjects, streams, buckets, rooms.
 //! - [`config`]: `NatsConfig`, `DbConfig`, `TelemetryConfig`, `Secret`.
 //! - [`telemetry`]: log set-up, W3C `traceparent`.
@@ -17,10 +19,13 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod import_row;
 pub mod metrics;
 pub mod names;
+pub mod open_files;
 pub mod ops;
 pub mod telemetry;
 
 pub use bus::{BusError, Nats};
-pub use events::{ImportJob, Phase, ProgressEvent, Status};
+pub use events::{ImportJob, Metadata, Phase, ProgressEvent, Status};
+pub use import_row::ProgressRow;

@@ -31,6 +31,11 @@ use crate::metrics::Metrics;
 /// One readiness check: an async probe that says what is wrong.
 pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Seconds a dependency may be gone before readiness fails, when `HEXFLOW_READY_GRACE_SECS` is unset.
+pub const DEFAULT_READY_GRACE_SECS: u64 = 20;
+/// Seconds a client has to send a request's headers, when `HEXFLOW_HEADER_READ_TIMEOUT_SECS` is unset.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+
 /// Where the ops endpoints listen, and how long a dependency may be gone before readiness fails.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OpsConfig {
@@ -44,7 +49,7 @@ pub struct OpsConfig {
         long = "ready-grace-secs",
         env = "HEXFLOW_READY_GRACE_SECS",
         value_name = "HEXFLOW_READY_GRACE_SECS",
-        default_value_t = 20
+        default_value_t = DEFAULT_READY_GRACE_SECS
     )]
     pub ready_grace_secs: u64,
 }
@@ -52,7 +57,7 @@ pub struct OpsConfig {
 impl OpsConfig {
     /// Ops on a free loopback port with the default grace (tests, `hexflow dev`).
     pub fn local() -> Self {
-        OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))), ready_grace_secs: 20 }
+        OpsConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))), ready_grace_secs: DEFAULT_READY_GRACE_SECS }
     }
 
     /// Binds the configured address, or `default` when none is set.
@@ -74,50 +79,40 @@ impl OpsConfig {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnLimits {
     /// Connections served at once on the public port (websockets included); further ones wait in
-    /// the kernel's backlog until one closes [default: the open-file limit minus 256].
+    /// the kernel's backlog until one closes [default: seven eighths of the open-file limit, which
+    /// start-up raises to the hard limit; at least 256 files kept for the rest; at most 65536].
     #[arg(id = "http_max_connections", long = "max-connections", env = "HEXFLOW_MAX_CONNECTIONS", value_name = "HEXFLOW_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: Option<u32>,
     /// Seconds a client may take to send a request's headers, and an idle keep-alive connection
     /// may wait for the next request, before the connection is closed.
     #[arg(id = "http_header_read_timeout_secs", long = "header-read-timeout-secs", env = "HEXFLOW_HEADER_READ_TIMEOUT_SECS",
-          value_name = "HEXFLOW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_name = "HEXFLOW_HEADER_READ_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_read_timeout_secs: u64,
 }
 
 /// Largest request head (request line and headers) a listener buffers; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// File descriptors kept for everything but client connections (NATS, PostgreSQL, files, ops).
-const RESERVED_FDS: u64 = 256;
 /// Connections the ops listener holds at once: probes and scrapers, never the public.
 const OPS_MAX_CONNECTIONS: u32 = 64;
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits { max_connections: None, header_read_timeout_secs: 10 }
+        ConnLimits { max_connections: None, header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS }
     }
 }
 
 impl ConnLimits {
     /// The connection cap: the configured one, or what the open-file limit leaves room for.
     pub fn max_connections(&self) -> u32 {
-        self.max_connections.unwrap_or_else(|| {
-            let fds = open_file_limit().unwrap_or(4096);
-            u32::try_from(fds.saturating_sub(RESERVED_FDS).max(64)).unwrap_or(u32::MAX)
-        })
+        self.max_connections
+            .unwrap_or_else(|| crate::open_files::connection_cap(crate::open_files::soft_limit().unwrap_or(4096)))
     }
 
     fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
     }
-}
-
-/// The soft limit on open files of this process (Linux; `None` elsewhere).
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
@@ -378,8 +373,8 @@ mod tests {
     #[test]
     fn the_connection_cap_leaves_room_under_the_open_file_limit() {
         let auto = ConnLimits::default().max_connections();
-        if let Some(fds) = open_file_limit() {
-            assert!(u64::from(auto) < fds.max(RESERVED_FDS + 64), "{auto} connections under {fds} files");
+        if let Some(fds) = crate::open_files::soft_limit() {
+            assert!(u64::from(auto) < fds.max(256 + 64), "{auto} connections under {fds} files");
         }
         assert_eq!(ConnLimits { max_connections: Some(7), ..ConnLimits::default() }.max_connections(), 7);
     }

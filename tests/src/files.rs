@@ -64,6 +64,16 @@ pub fn generic_csv(rows: &[Row]) -> Vec<u8> {
     out
 }
 
+/// A generic-format file of ten findings, eight of them on port 99999 (out of range): most of
+/// its rows are invalid.
+pub fn mostly_invalid_ports_csv() -> Vec<u8> {
+    let rows: Vec<_> = (0..10).map(|i| Row::new(&format!("h{i}"), "C1", if i < 8 { 0 } else { 80 })).collect();
+    String::from_utf8(generic_csv(&rows))
+        .expect("generic_csv writes UTF-8")
+        .replace(",0,tcp", ",99999,tcp")
+        .into_bytes()
+}
+
 /// Writes a Nessus-style export of about `target_bytes` to `path`: many hosts and plugins,
 /// multi-line descriptions and outputs, one row per CVE for some plugins. Returns the data rows.
 pub fn write_nessus_file(path: &Path, target_bytes: u64) -> u64 {

@@ -107,31 +107,14 @@ pub fn made_up_event(id: Uuid, seq: u64, status: Status, progress: f64) -> Progr
         Status::Cancelled => Phase::Cancelled,
     };
     ProgressEvent {
-        session_id: id,
-        seq,
-        status,
-        phase,
         progress,
         message: format!("step {seq}"),
         processed_rows: seq * 10,
-        total_rows: None,
         bytes_processed: seq * 100,
         total_bytes: 100_000,
-        eta_seconds: None,
-        rows_per_second: 0.0,
         attempt: 1,
-        timestamp: now_ms(),
-        metadata: Metadata {
-            operation: "csv-import".into(),
-            filename: "made-up.csv".into(),
-            format: "generic".into(),
-            scan_date: "2026-01-01T00:00:00Z".into(),
-            current_step: 2,
-            total_steps: 4,
-        },
         summary: (status == Status::Completed).then(Default::default),
-        error: None,
-        partial_results: None,
+        ..ProgressEvent::new(id, seq, status, phase, Metadata::new("made-up.csv", "generic", "2026-01-01T00:00:00Z", 2))
     }
 }
 

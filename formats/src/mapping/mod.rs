@@ -6,6 +6,8 @@
 //! `Asset UUID` before `IP Address`). Header names are compared trimmed and
 //! case-insensitively; the first of duplicated names wins and empty names are ignored.
 
+#[cfg(test)]
+mod docs;
 mod greenbone;
 mod others;
 mod qualys;
@@ -188,41 +190,6 @@ mod tests {
                 assert!(s.columns.iter().any(|(fl, c)| *fl == field && !c.is_empty()), "{f} has no {field:?} column");
             }
         }
-    }
-
-    /// The mapping table of one format as Markdown, as written in `docs/formats.md`.
-    fn markdown(spec: &Spec) -> String {
-        let mut md = String::from("| field | header names, best first |\n|---|---|\n");
-        for (field, names) in spec.columns {
-            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            let field = format!("{field:?}");
-            let snake: String = field
-                .chars()
-                .enumerate()
-                .flat_map(|(i, c)| {
-                    let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
-                    sep.into_iter().chain(std::iter::once(c.to_ascii_lowercase()))
-                })
-                .collect();
-            md.push_str(&format!("| {snake} | {} |\n", names.join(", ")));
-        }
-        md
-    }
-
-    #[test]
-    fn docs_show_the_mapping_tables_as_coded() {
-        let doc =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md")).unwrap_or_default();
-        let mut missing = Vec::new();
-        for &f in Format::ALL {
-            let s = spec(f);
-            let table = markdown(s);
-            let detect = format!("Detected by: {}", s.describe());
-            if !doc.contains(&table) || !doc.contains(&detect) {
-                missing.push(format!("### {f}\n\n{detect}\n\n{table}"));
-            }
-        }
-        assert!(missing.is_empty(), "docs/formats.md is out of date:\n{}", missing.join("\n"));
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub const FIXTURES: &[(&str, Format, usize, usize, usize, usize, usize)] = &[
     ("semicolon_generic.csv", Format::Generic, 3, 3, 0, 0, 3),
     ("generic.csv", Format::Generic, 6, 5, 1, 1, 5),
     ("rapid7_insightvm.csv", Format::Rapid7, 12, 12, 0, 0, 12),
+    ("rapidfire_service_names.csv", Format::RapidFire, 6, 9, 0, 1, 9),
+    ("utf16le_generic.csv", Format::Generic, 3, 3, 1, 0, 3),
+    ("utf16be_generic.csv", Format::Generic, 3, 3, 1, 0, 3),
+    ("cr_only_generic.csv", Format::Generic, 4, 3, 1, 1, 3),
 ];
 
 fn load(file: &str) -> (formats::Sniffed, Tally) {

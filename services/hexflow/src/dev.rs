@@ -96,6 +96,7 @@ pub async fn run(config: DevConfig) -> anyhow::Result<()> {
         &config.gateway.telemetry,
         "info,hexflow=debug,upload_gateway=debug,import_worker=debug,realtime_gateway=debug,sqlx=warn,tower_http=info",
     );
+    shared::open_files::raise();
     let infra = infrastructure(&config.gateway.nats, &config.gateway.db, &config.data_dir).await?;
     let pool = shared::db::pool(&infra.db)?;
     shared::db::wait_until_reachable(&pool, std::time::Duration::from_secs(60)).await?;

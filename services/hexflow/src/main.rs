@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use hexflow::{client, dev, shutdown_signal};
-use shared::{config::DbConfig, metrics::Metrics};
+use shared::config::DbConfig;
 
 /// hexflow: vulnerability-scanner CSV imports into PostgreSQL with live progress.
 #[derive(Parser)]
@@ -28,7 +28,8 @@ enum Command {
         #[command(flatten)]
         db: DbConfig,
     },
-    /// Upload a scan export and follow its import.
+    /// Upload a scan export and follow its import (exit codes: 0 completed, 1 refused or
+    /// failed, 2 usage error, 3 cancelled, 4 server unreachable).
     Import(client::ImportArgs),
     /// Print a signed token (HS256, with the gateways' HEXFLOW_AUTH_* settings) on stdout.
     Token(hexflow::token::TokenArgs),
@@ -61,9 +62,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::ImportWorker(config) => {
             shared::telemetry::init_service(&config.telemetry, "import-worker", "info,import_worker=debug,sqlx=warn");
-            let worker = import_worker::Worker::connect(config, Metrics::default()).await?;
-            worker.serve_ops().await?;
-            worker.run(shutdown_signal()).await
+            let worker = import_worker::Service::build(config).await?;
+            worker.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate { db } => {
             shared::telemetry::init(&Default::default(), "info");
@@ -73,10 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Import(args) => {
-            let code = client::run(args).await?;
-            std::process::exit(code);
-        }
+        Command::Import(args) => std::process::exit(client::run(args).await),
         Command::Token(args) => {
             println!("{}", hexflow::token::sign(&args, shared::events::now_ms() / 1000)?);
             Ok(())

@@ -53,14 +53,14 @@ pub async fn watch_exhausted_jobs(worker: Worker) {
         let Ok(job) = serde_json::from_slice::<ImportJob>(&stored.payload) else { continue };
         let attempts = worker.config.max_deliver;
         let info =
-            crate::job::gave_up_error(attempts, "the worker running it stopped responding (crashed or was killed)");
+            crate::outcome::gave_up_error(attempts, "the worker running it stopped responding (crashed or was killed)");
         tracing::warn!(import_id = %job.import_id, attempts, "job ran out of deliveries");
         // What the dead attempt left, before the import is said to be over: its staging table
         // (and the session still working on it, if PostgreSQL has not noticed the death yet)
         // and the uploaded file.
         let staging = names::staging_table(job.import_id);
-        if let Err(err) = crate::merge::drop_staging(&worker.db, &staging).await {
-            tracing::warn!(import_id = %job.import_id, error = %err, "could not drop the staging table");
+        if let Err(err) = crate::staging::drop(&worker.db, &staging).await {
+            tracing::warn!(import_id = %job.import_id, error = %err.chain(), "could not drop the staging table");
         }
         end_unclaimed(&worker, job.import_id, attempts as u32, Status::Error, Some(info)).await;
         let _ = stream.delete_message(advisory.stream_seq).await;
@@ -107,7 +107,7 @@ pub async fn end_unclaimed(worker: &Worker, id: Uuid, attempt: u32, status: Stat
     }
     tracing::info!(import_id = %id, status = status.as_str(), "import ended without running");
     if let Err(err) = crate::ended::finish(worker, id).await {
-        tracing::warn!(import_id = %id, error = %err, "terminal event or cleanup not done; the sweep will finish it");
+        tracing::warn!(import_id = %id, error = %err.chain(), "terminal event or cleanup not done; the sweep will finish it");
     }
 }
 

@@ -102,6 +102,16 @@ pub struct Config {
         hide = true
     )]
     pub test_delay_after_commit_ms: u64,
+    /// For tests only: milliseconds the merge waits after announcing each of its steps, so a
+    /// test can cancel an import or kill its worker in the middle of a merge.
+    #[arg(
+        long = "test-merge-step-delay-ms",
+        env = "HEXFLOW_TEST_MERGE_STEP_DELAY_MS",
+        value_name = "HEXFLOW_TEST_MERGE_STEP_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub test_merge_step_delay_ms: u64,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsConfig,
@@ -139,6 +149,7 @@ impl Config {
             sweep_secs: 60,
             upload_orphan_grace_secs: 7200,
             test_delay_after_commit_ms: 0,
+            test_merge_step_delay_ms: 0,
             nats,
             db,
             telemetry: TelemetryConfig::default(),

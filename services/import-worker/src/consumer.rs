@@ -9,7 +9,10 @@ use shared::names;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Worker, job};
+use crate::{Worker, backoff::Backoff, job};
+
+/// Waits after failed fetches of jobs (a broker restart): up to 400 ms, doubling, up to 5 s.
+const FETCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(5));
 
 /// Creates (or opens) the durable consumer all workers share, and brings an existing one to the
 /// configured ack wait, deliveries and pending limit (start-up fails, naming them, if it cannot).
@@ -78,7 +81,7 @@ pub async fn consume(worker: Worker, consumer: PullConsumer, shutdown: Cancellat
             Ok(batch) => batch,
             Err(err) => {
                 failures += 1;
-                let delay = Duration::from_millis((200u64 << failures.min(5)).min(5_000));
+                let delay = FETCH_BACKOFF.delay(failures);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "fetching jobs failed");
                 tokio::time::sleep(delay).await;
                 continue;
@@ -99,8 +102,9 @@ pub async fn consume(worker: Worker, consumer: PullConsumer, shutdown: Cancellat
             }
             Some(Err(err)) => {
                 failures += 1;
-                tracing::warn!(error = %err, "job fetch failed");
-                tokio::time::sleep(Duration::from_millis((200u64 << failures.min(5)).min(5_000))).await;
+                let delay = FETCH_BACKOFF.delay(failures);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "job fetch failed");
+                tokio::time::sleep(delay).await;
             }
             None => {}
         }

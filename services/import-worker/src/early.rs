@@ -13,63 +13,37 @@ use std::sync::{
 };
 
 use shared::events::Summary;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use tokio::{sync::mpsc, task::JoinHandle};
-use uuid::Uuid;
 
 use crate::{
-    error::{Result, StepExt},
-    merge::{self, MergeSpec},
+    error::{JobError, Result, StepExt},
+    estimate::MergeKind,
+    import::Import,
+    merge,
     progress::Reporter,
 };
-
-/// What the writer needs to know about the import (owned, for its task).
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The import.
-    pub import_id: Uuid,
-    /// Tenant owning the findings.
-    pub tenant: String,
-    /// Scanner family of the format.
-    pub scanner: &'static str,
-    /// Scan date, RFC 3339.
-    pub scan_date: String,
-    /// The staging table.
-    pub staging: String,
-}
-
-impl Target {
-    fn spec(&self) -> MergeSpec<'_> {
-        MergeSpec {
-            import_id: self.import_id,
-            tenant: &self.tenant,
-            scanner: self.scanner,
-            scan_date: &self.scan_date,
-            staging: &self.staging,
-            unique: true,
-        }
-    }
-}
 
 /// The open merge transaction of a first import.
 pub struct EarlyWriter {
     tx: Transaction<'static, Postgres>,
-    target: Target,
+    /// The import (shared with the attempt, for the writer's task).
+    import: Arc<Import>,
 }
 
 impl EarlyWriter {
     /// Opens the merge transaction when this import can write early: its tenant has no findings
     /// of this scanner, and no other merge of them is running (else `None`, and the ordinary
     /// merge runs after loading). The staging table gets an index on `line` for the slices.
-    pub async fn begin(db: &PgPool, target: Target) -> Result<Option<EarlyWriter>> {
+    pub async fn begin(db: &PgPool, import: Arc<Import>) -> Result<Option<EarlyWriter>> {
         let mut tx = db.begin().await.step("opening the merge transaction")?;
-        let spec = target.spec();
-        let first: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))
+        let first: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT {}
                     AND NOT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2)",
-        )
-        .bind(spec.tenant)
-        .bind(spec.scanner)
+            merge::merge_lock(false)
+        )))
+        .bind(&import.tenant)
+        .bind(import.scanner())
         .fetch_one(&mut *tx)
         .await
         .step("checking for known findings")?;
@@ -80,54 +54,74 @@ impl EarlyWriter {
         // holding it (a later attempt of this import, the sweep) ends this one too, and with it
         // the advisory lock, which would otherwise keep every later merge of the tenant and
         // scanner waiting on a worker that is frozen or gone.
-        sqlx::query(sqlx::AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", target.staging)))
+        sqlx::query(AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", import.staging)))
             .execute(&mut *tx)
             .await
             .step("holding the staging table")?;
         // Outside the transaction: an index built inside it would hold a lock that keeps the
         // loading connection's COPY waiting until the commit.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE INDEX ON {} (line)", target.staging)))
+        sqlx::query(AssertSqlSafe(format!("CREATE INDEX ON {} (line)", import.staging)))
             .execute(db)
             .await
             .step("indexing the staging table")?;
-        Ok(Some(EarlyWriter { tx, target }))
+        Ok(Some(EarlyWriter { tx, import }))
     }
 
     /// Hands the transaction to a task that writes each slice it is sent.
     pub fn start(self) -> EarlyWrites {
         let (ranges, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
         let inserted = Arc::new(AtomicU64::new(0));
+        let fixed = Arc::new(AtomicU64::new(0));
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (count, stop) = (inserted.clone(), abandoned.clone());
+        let (count, fixed_count, stop) = (inserted.clone(), fixed.clone(), abandoned.clone());
         let task = tokio::spawn(async move {
             let mut writer = self;
             while let Some((after, upto)) = rx.recv().await {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let spec = writer.target.spec();
-                let sql = format!("{} AND line > {after} AND line <= {upto}", merge::insert_new(spec.staging));
-                let done = merge::write(sql, &spec).execute(&mut *writer.tx).await?;
-                count.fetch_add(done.rows_affected(), Ordering::Relaxed);
+                let insert = merge::insert_new(&writer.import.staging);
+                let sql = format!(
+                    "WITH written AS ({insert} AND line > {after} AND line <= {upto} RETURNING state)
+                     SELECT count(*), count(*) FILTER (WHERE state = 'resolved') FROM written"
+                );
+                let (all, resolved): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(&writer.import.tenant)
+                    .bind(writer.import.scanner())
+                    .bind(&writer.import.scan_date)
+                    .bind(writer.import.id)
+                    .fetch_one(&mut *writer.tx)
+                    .await?;
+                count.fetch_add(all as u64, Ordering::Relaxed);
+                fixed_count.fetch_add(resolved as u64, Ordering::Relaxed);
             }
             Ok(writer)
         });
-        EarlyWrites { ranges: Some(ranges), task: Some(task), inserted, abandoned }
+        EarlyWrites { ranges: Some(ranges), task: Some(task), inserted, fixed, abandoned }
     }
 
-    /// Records the scanner checks, marks the import completed with `summary` (the new findings
-    /// are `inserted`), and commits; `Err(JobError::Fenced)` (rolled back) when a newer attempt
-    /// holds the import.
-    pub async fn commit(mut self, mut summary: Summary, inserted: u64, reporter: &Reporter) -> Result<Summary> {
-        let spec = self.target.spec();
-        merge::record_checks(&mut self.tx, &spec).await.step("recording scanner checks")?;
-        summary.new = inserted;
-        merge::refresh_statistics(&mut self.tx, inserted).await.step("analysing findings")?;
-        let done = merge::complete(&mut self.tx, &summary, reporter).await.step("completing the import")?;
-        let Some(summary) = done else { return Err(crate::error::JobError::Fenced) };
+    /// Records the scanner checks, marks the import completed with `summary` (what was
+    /// `written`: new findings, and those already reported fixed, as resolved), and commits;
+    /// `Err(JobError::Fenced)` (rolled back) when a newer attempt holds the import.
+    pub async fn commit(mut self, mut summary: Summary, written: Written, reporter: &Reporter) -> Result<Summary> {
+        merge::record_checks(&mut self.tx, &self.import).await.step("recording scanner checks")?;
+        (summary.new, summary.resolved) = (written.inserted - written.fixed, written.fixed);
+        merge::refresh_statistics(&mut self.tx, written.inserted).await.step("analysing findings")?;
+        let done =
+            merge::complete(&mut self.tx, &summary, reporter, MergeKind::First).await.step("completing the import")?;
+        let Some(summary) = done else { return Err(JobError::Fenced) };
         self.tx.commit().await.step("committing the merge")?;
         Ok(summary)
     }
+}
+
+/// What the writer wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Findings inserted.
+    pub inserted: u64,
+    /// Of those, findings the scanner already reports fixed (inserted as resolved).
+    pub fixed: u64,
 }
 
 /// The writer's task, fed with line ranges of committed staging rows.
@@ -135,6 +129,7 @@ pub struct EarlyWrites {
     ranges: Option<mpsc::UnboundedSender<(u64, u64)>>,
     task: Option<JoinHandle<sqlx::Result<EarlyWriter>>>,
     inserted: Arc<AtomicU64>,
+    fixed: Arc<AtomicU64>,
     abandoned: Arc<AtomicBool>,
 }
 
@@ -163,18 +158,18 @@ impl EarlyWrites {
     }
 
     /// Waits for the last slice; `None` when the writing was abandoned.
-    pub async fn finish(mut self) -> Result<Option<(EarlyWriter, u64)>> {
+    pub async fn finish(mut self) -> Result<Option<(EarlyWriter, Written)>> {
         self.ranges = None;
         let task = self.task.take().expect("finished once");
-        let writer = task
-            .await
-            .map_err(|e| crate::error::JobError::Transient { step: "writing findings", cause: e.to_string() })?;
+        let writer = task.await.step("writing findings")?;
         if !self.active() {
             // Whatever the task did is rolled back with it.
             return Ok(None);
         }
         let writer = writer.step("writing findings")?;
-        Ok(Some((writer, self.inserted.load(Ordering::Relaxed))))
+        let written =
+            Written { inserted: self.inserted.load(Ordering::Relaxed), fixed: self.fixed.load(Ordering::Relaxed) };
+        Ok(Some((writer, written)))
     }
 }
 

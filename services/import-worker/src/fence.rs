@@ -17,10 +17,19 @@
 //! and the publish is repaired when the attempt finds itself fenced: an ended import gets its
 //! terminal event again (`ended::republish`).
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::error::{JobError, Result, StepExt};
+
+/// How [`Fence::hold`] locks the import row.
+#[derive(Clone, Copy, Debug)]
+pub enum Hold {
+    /// `FOR UPDATE`: no newer attempt claims the import until the transaction ends.
+    Exclusive,
+    /// `FOR SHARE`: enough to commit this attempt's writes under the fence.
+    Shared,
+}
 
 /// The token of one attempt.
 #[derive(Clone, Debug)]
@@ -59,5 +68,23 @@ impl Fence {
             Some(Some(last_seq)) => Ok(last_seq.max(0) as u64),
             _ => Err(JobError::Fenced),
         }
+    }
+
+    /// Locks the import row in `conn`'s transaction while this attempt holds the import
+    /// (`Err(JobError::Fenced)` otherwise).
+    pub async fn hold(&self, conn: &mut PgConnection, how: Hold) -> Result<()> {
+        let sql = match how {
+            Hold::Exclusive => {
+                "SELECT 1 FROM imports WHERE id = $1 AND attempts = $2 AND status = 'processing' FOR UPDATE"
+            }
+            Hold::Shared => "SELECT 1 FROM imports WHERE id = $1 AND attempts = $2 AND status = 'processing' FOR SHARE",
+        };
+        let held: Option<i32> = sqlx::query_scalar(sql)
+            .bind(self.import_id)
+            .bind(self.attempt as i32)
+            .fetch_optional(conn)
+            .await
+            .step("checking the attempt's fence")?;
+        held.map(|_| ()).ok_or(JobError::Fenced)
     }
 }

@@ -8,46 +8,61 @@
 //! `import_resume`, `scanner_checks`, `vulnerabilities`.
 //!
 //! # Layout
+//! An import is followed in this order:
+//! - `consumer`: the pull loop with bounded concurrency.
+//! - `job`: one delivery, from parse to acknowledgement.
+//! - `attempt`: the checks before the claim, the claim, then the pipeline; returns an outcome.
+//! - `import`: the import in hand (`Import`), built at the claim, borrowed by every step.
+//! - `pipeline`: the steps of a claimed import (take over or create staging, load, merge).
+//! - `outcome`: the one place that acts on an attempt's outcome (metrics, the end recorded,
+//!   terminal event and cleanup, ack / nak with backoff / term, the retry and give-up rule).
+//!
+//! What the steps use:
 //! - [`config`]: `Config` from the environment.
 //! - [`error`]: `JobError` and what each variant means for the job message.
-//! - `consumer`: the pull loop with bounded concurrency.
-//! - `job`: one attempt, from claim to acknowledgement.
 //! - `fence`: which attempt may still write (the delivery number as fencing token).
-//! - `ended`: the terminal event derived from the row, and the cleanup of an ended import.
-//! - `sweep`: the periodic pass that finishes ended imports and removes orphaned uploads.
-//! - `load`: object → format reader → COPY, in committed slices.
-//! - `resume`: where a load stands after each slice, and how a later attempt continues it.
-//! - `lines`: byte offsets of line starts, for resume points.
-//! - `stall`: telling watchers when the worker holding an import stopped responding.
-//! - `merge`: the lifecycle merge transaction.
-//! - `object`: the uploaded file, read chunk by chunk.
 //! - `progress`: events, coalescing, ETA.
-//! - `staging`: findings encoded for COPY, adjacent repeats folded.
+//! - `staging`: the staging table (create, drop) and the findings encoded for its COPY.
+//! - `load`: object → format reader → COPY, in committed slices.
+//! - `object`: the uploaded file, read chunk by chunk.
+//! - `lines`: byte offsets of line starts, for resume points.
+//! - `resume`: where a load stands after each slice, and how a later attempt continues it.
+//! - `early`: a first import's findings written while the file loads.
+//! - `merge`: the lifecycle merge transaction, and the advisory lock (`merge_lock`) it shares
+//!   with `early`.
+//! - `ended`: the terminal event derived from the row, and the cleanup of an ended import.
+//! - `backoff`: waits between retries, with jitter.
+//!
+//! Beside the jobs:
 //! - `cancel`: ending imports no worker holds.
+//! - `sweep`: the periodic pass that finishes ended imports and removes orphaned uploads.
+//! - `stall`: telling watchers when the worker holding an import stopped responding.
 
+mod attempt;
+mod backoff;
 mod cancel;
 pub mod config;
 mod consumer;
 mod early;
 mod ended;
 pub mod error;
+mod estimate;
 mod fence;
+mod import;
 mod job;
 mod lines;
 mod load;
 mod merge;
 mod object;
+mod outcome;
+mod pipeline;
 mod progress;
 mod resume;
 mod staging;
 mod stall;
 mod sweep;
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use shared::{
     Nats,
@@ -55,14 +70,10 @@ use shared::{
     ops,
 };
 use sqlx::PgPool;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-
-/// Rows of a file merged per second, assumed before this worker has measured its own (a 2-core
-/// machine merges a first import of a million-row Nessus export at about 90k rows/s); ETAs
-/// start from it.
-const INITIAL_MERGE_RATE: f64 = 90_000.0;
 
 /// A connected worker; cheap to clone (every job task holds one).
 #[derive(Clone)]
@@ -75,8 +86,8 @@ pub struct Worker {
     config: Arc<Config>,
     /// What `/metrics` shows.
     metrics: WorkerMetrics,
-    /// Measured merge speed (file rows/s), for ETAs; starts from a typical figure.
-    merge_rate: Arc<Mutex<f64>>,
+    /// Merge speeds this worker measured, per kind of merge, for ETAs.
+    merge_rates: estimate::MergeRates,
     /// `/healthz`, `/readyz` and `/metrics`.
     ops: ops::Ops,
 }
@@ -107,22 +118,7 @@ impl Worker {
         let ops = ops::Ops::new("import-worker", &registry, config.ops.grace())
             .with_check("nats", ops::nats_check(nats.clone()))
             .with_check("postgres", ops::db_check(db.clone()));
-        Ok(Worker {
-            db,
-            nats,
-            config: Arc::new(config),
-            metrics,
-            merge_rate: Arc::new(Mutex::new(INITIAL_MERGE_RATE)),
-            ops,
-        })
-    }
-
-    /// Binds the ops endpoints (`HEXFLOW_OPS_LISTEN`) and serves them in the background.
-    pub async fn serve_ops(&self) -> anyhow::Result<std::net::SocketAddr> {
-        let listener = self.config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
-        let addr = listener.local_addr()?;
-        self.ops.spawn(listener);
-        Ok(addr)
+        Ok(Worker { db, nats, config: Arc::new(config), metrics, merge_rates: estimate::MergeRates::default(), ops })
     }
 
     /// Runs jobs until `shutdown` resolves; jobs in hand get the grace period to finish.
@@ -149,18 +145,35 @@ impl Worker {
         }
         Ok(())
     }
+}
 
-    fn merge_rate(&self) -> f64 {
-        *self.merge_rate.lock().expect("merge rate lock is never poisoned")
+/// A connected worker with its ops endpoints bound, not yet consuming (split so callers learn
+/// the ops port before it runs), as the gateways' `build` / `run_until_stopped`.
+pub struct Service {
+    worker: Worker,
+    ops_listener: TcpListener,
+}
+
+impl Service {
+    /// Connects, provisions, and binds the ops address (`HEXFLOW_OPS_LISTEN`; port 0 picks a
+    /// free port).
+    pub async fn build(config: Config) -> anyhow::Result<Service> {
+        shared::open_files::raise();
+        let worker = Worker::connect(config, Metrics::default()).await?;
+        let ops_listener = worker.config.ops.bind(config::DEFAULT_OPS_LISTEN).await?;
+        Ok(Service { worker, ops_listener })
     }
 
-    /// Folds one merge's speed into the estimate used for ETAs.
-    fn observe_merge(&self, rows: u64, took: Duration) {
-        if rows < 10_000 || took.is_zero() {
-            return;
-        }
-        let rate = rows as f64 / took.as_secs_f64();
-        let mut current = self.merge_rate.lock().expect("merge rate lock is never poisoned");
-        *current = 0.5 * *current + 0.5 * rate;
+    /// The address of the ops endpoints.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves the ops endpoints and runs jobs until `shutdown` resolves (see [`Worker::run`]).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Service { worker, ops_listener } = self;
+        tracing::info!(ops = %ops_listener.local_addr()?, "import worker ops endpoints listening");
+        worker.ops.spawn(ops_listener);
+        worker.run(shutdown).await
     }
 }

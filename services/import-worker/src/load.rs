@@ -28,6 +28,7 @@ use tokio_util::{io::SyncIoBridge, sync::CancellationToken};
 use crate::{
     early::EarlyWrites,
     error::{JobError, Result, StepExt},
+    import::Import,
     lines::{Indexed, LineIndex},
     progress::{Counters, Reporter},
     resume::ResumePoint,
@@ -98,12 +99,8 @@ impl Live {
 
 /// Settings of one load.
 pub struct LoadSpec<'a> {
-    /// Name of the uploaded object.
-    pub object_key: &'a str,
-    /// Format recorded at upload.
-    pub format: Format,
-    /// The staging table to fill.
-    pub staging: &'a str,
+    /// The import: its object is read into its staging table, in its format.
+    pub import: &'a Import,
     /// Per-line and per-cell caps.
     pub limits: Limits,
     /// Invalid rows kept for the report.
@@ -126,7 +123,7 @@ pub async fn load(
     cancel: &CancellationToken,
 ) -> Result<Loaded> {
     let live = Arc::new(Live::default());
-    let head = crate::object::open(nats, spec.object_key, 0).await?;
+    let head = crate::object::open(nats, &spec.import.object_key, 0).await?;
     let (head, resume) = match spec.resume {
         None => (CountingReader { inner: head, count: live.bytes.clone() }, None),
         Some(point) => {
@@ -135,7 +132,7 @@ pub async fn load(
             live.invalid.store(point.invalid, Ordering::Relaxed);
             live.staged.store(point.staged, Ordering::Relaxed);
             live.bytes.store(offset, Ordering::Relaxed);
-            let tail = crate::object::open(nats, spec.object_key, offset).await?;
+            let tail = crate::object::open(nats, &spec.import.object_key, offset).await?;
             let tail = SyncIoBridge::new(CountingReader { inner: tail, count: live.bytes.clone() });
             // Only the header is read again from the head: it does not count as progress.
             (CountingReader { inner: head, count: Arc::default() }, Some((tail, point)))
@@ -145,7 +142,7 @@ pub async fn load(
     let parser = {
         let live = live.clone();
         let (format, limits, max_errors, slice_bytes) =
-            (spec.format, spec.limits, spec.max_row_errors, spec.slice_bytes);
+            (spec.import.format, spec.limits, spec.max_row_errors, spec.slice_bytes);
         let head = SyncIoBridge::new(head);
         tokio::task::spawn_blocking(move || {
             let settings = ParseSettings { format, limits, max_errors, slice_bytes };
@@ -155,7 +152,7 @@ pub async fn load(
 
     let copy_sql = format!(
         "COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (asset, check_id, protocol, output))",
-        spec.staging,
+        spec.import.staging,
         crate::staging::COLUMNS
     );
     let mut early = spec.early;
@@ -227,7 +224,7 @@ async fn stage_slice(
                 if !bytes.is_empty()
                     && let Err(e) = copy.send(bytes).await
                 {
-                    break Err(JobError::Transient { step: "copying rows to staging", cause: e.to_string() });
+                    break Err(JobError::transient("copying rows to staging", e));
                 }
                 if !unique && let Some(writes) = early.as_mut().filter(|w| w.active()) {
                     writes.abandon();
@@ -265,7 +262,7 @@ async fn stage_slice(
 }
 
 fn parser_stopped() -> JobError {
-    JobError::Transient { step: "parsing the file", cause: "the parser stopped".into() }
+    JobError::transient("parsing the file", "the parser stopped")
 }
 
 /// What the parsing thread is told besides its input.
@@ -290,7 +287,7 @@ fn parse<R: Read + 'static>(
     let send = |m: Message| tx.blocking_send(m).is_ok();
     let mut prefix = Vec::with_capacity(64 * 1024);
     if let Err(e) = (&mut head).take(SNIFF_BYTES as u64).read_to_end(&mut prefix) {
-        send(Message::Failed(JobError::Transient { step: "reading the uploaded file", cause: e.to_string() }));
+        send(Message::Failed(JobError::transient("reading the uploaded file", e)));
         return;
     }
     let complete = prefix.len() < SNIFF_BYTES;
@@ -323,8 +320,8 @@ fn parse<R: Read + 'static>(
         Some((tail, point)) => {
             drop(head);
             let Some(end) = header_end else {
-                let cause = "the header cannot be read apart from the rows".into();
-                send(Message::Failed(JobError::Transient { step: "resuming the load", cause }));
+                let cause = "the header cannot be read apart from the rows";
+                send(Message::Failed(JobError::transient("resuming the load", cause)));
                 return;
             };
             prefix.truncate(end);
@@ -443,7 +440,7 @@ fn read_error(e: ReadError, delta: u64) -> JobError {
 fn read_error_of(e: ReadError) -> JobError {
     // Reading the upload failed (the broker went away): another attempt can succeed.
     if e.code() == "IO_ERROR" {
-        return JobError::Transient { step: "reading the uploaded file", cause: e.to_string() };
+        return JobError::transient("reading the uploaded file", e);
     }
     let suggestions: &[&str] = match e.code() {
         "LINE_TOO_LONG" => &[

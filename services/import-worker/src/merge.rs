@@ -9,10 +9,12 @@ use shared::events::Summary;
 use sqlx::AssertSqlSafe;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
-    error::{JobError, Result, StepExt},
+    backoff::Backoff,
+    error::{JobError, Result},
+    estimate::MergeKind,
+    import::Import,
     progress::Reporter,
 };
 
@@ -49,27 +51,37 @@ const MIN_CHUNK_BLOCKS: i64 = 1024;
 /// Attempts when PostgreSQL reports a deadlock or serialisation failure.
 const MAX_ATTEMPTS: u32 = 5;
 
-/// What the merge needs to know about the import.
-pub struct MergeSpec<'a> {
-    /// The import.
-    pub import_id: Uuid,
-    /// Tenant owning the findings.
-    pub tenant: &'a str,
-    /// Scanner family of the format (`tenable`, `qualys`, ...).
-    pub scanner: &'a str,
-    /// Scan date, RFC 3339: `last_seen` of findings without their own date.
-    pub scan_date: &'a str,
-    /// The staging table.
-    pub staging: &'a str,
-    /// The staging rows already have a key each: the merge reads them as they are.
-    pub unique: bool,
+/// Retries after a deadlock or serialisation failure wait up to 100, 200, 400, 800 ms.
+const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+
+/// The advisory lock that serialises merges and early writes of one tenant and scanner, as a
+/// SQL call on `$1` (tenant) and `$2` (scanner): `pg_advisory_xact_lock`, which waits, when
+/// `wait`, else `pg_try_advisory_xact_lock`, which says whether it got the lock. The key is
+/// written here only, so a merge and an early writer of one tenant and scanner always
+/// exclude each other.
+pub(crate) fn merge_lock(wait: bool) -> String {
+    let function = if wait { "pg_advisory_xact_lock" } else { "pg_try_advisory_xact_lock" };
+    format!("{function}(hashtextextended($1 || '/' || $2, 0))")
 }
 
-/// Runs the merge, retrying on deadlock or serialisation failure. `summary` arrives with the
-/// row counts filled in; the lifecycle counts are added (and the duration, by [`complete`]).
+/// How a merge runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// The staging rows already have a key each: the merge reads them as they are.
+    pub unique: bool,
+    /// What kind of merge it is (kept on the import row for later ETAs).
+    pub kind: MergeKind,
+    /// Waited after announcing each step (tests only; zero otherwise).
+    pub pause: Duration,
+}
+
+/// Runs the merge of `import`'s staging table, retrying on deadlock or serialisation failure.
+/// `summary` arrives with the row counts filled in; the lifecycle counts are added (and the
+/// duration, by [`complete`]).
 pub async fn merge(
     db: &PgPool,
-    spec: &MergeSpec<'_>,
+    import: &Import,
+    plan: Plan,
     summary: Summary,
     reporter: &mut Reporter,
     cancel: &CancellationToken,
@@ -78,16 +90,15 @@ pub async fn merge(
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
-        let result = try_merge(db, spec, &mut counted, reporter, cancel).await;
+        let mut steps = Steps { reporter: &mut *reporter, cancel, pause: plan.pause };
+        let result = try_merge(db, import, plan, &mut counted, &mut steps).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
-                tracing::warn!(import_id = %spec.import_id, attempt, error = %e, "merge conflicted; retrying");
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                tracing::warn!(import_id = %import.id, attempt, error = %e, "merge conflicted; retrying");
+                tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(MergeError::Db(e)) => {
-                return Err(JobError::Transient { step: "merging findings", cause: e.to_string() });
-            }
+            Err(MergeError::Db(e)) => return Err(JobError::transient("merging findings", e)),
             Err(MergeError::Job(e)) => return Err(e),
             Ok(()) => return Ok(counted),
         }
@@ -115,42 +126,50 @@ fn is_retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
 
-async fn step(
-    reporter: &mut Reporter,
-    cancel: &CancellationToken,
-    step: Step,
-    message: &str,
-) -> std::result::Result<(), MergeError> {
-    if cancel.is_cancelled() {
-        return Err(MergeError::Job(JobError::Cancelled));
+/// Announces the merge's steps, checking for a cancel request before each.
+struct Steps<'a> {
+    reporter: &'a mut Reporter,
+    cancel: &'a CancellationToken,
+    /// Waited after each announcement (tests only).
+    pause: Duration,
+}
+
+impl Steps<'_> {
+    async fn enter(&mut self, step: Step, message: &str) -> std::result::Result<(), MergeError> {
+        if self.cancel.is_cancelled() {
+            return Err(MergeError::Job(JobError::Cancelled));
+        }
+        self.reporter.processing(step.start(), message).await?;
+        if !self.pause.is_zero() {
+            tokio::time::sleep(self.pause).await;
+        }
+        Ok(())
     }
-    reporter.processing(step.start(), message).await?;
-    Ok(())
 }
 
 async fn try_merge(
     db: &PgPool,
-    spec: &MergeSpec<'_>,
+    import: &Import,
+    plan: Plan,
     summary: &mut Summary,
-    reporter: &mut Reporter,
-    cancel: &CancellationToken,
+    steps: &mut Steps<'_>,
 ) -> std::result::Result<(), MergeError> {
     let mut tx: Transaction<'_, Postgres> = db.begin().await?;
-    sqlx::query("SET LOCAL work_mem = '128MB'").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL work_mem = '256MB'").execute(&mut *tx).await?;
     // Held before the advisory lock: a later attempt of this import ends the sessions holding
     // the staging table, so a frozen attempt cannot keep the tenant's merges waiting.
-    sqlx::query(AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", spec.staging))).execute(&mut *tx).await?;
+    sqlx::query(AssertSqlSafe(format!("LOCK TABLE {} IN ACCESS SHARE MODE", import.staging))).execute(&mut *tx).await?;
     // One merge at a time per tenant and scanner: the resolve step reads what others write, and
     // the findings are inserted without ON CONFLICT because no other merge can add the same keys.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
-        .bind(spec.tenant)
-        .bind(spec.scanner)
+    sqlx::query(AssertSqlSafe(format!("SELECT {}", merge_lock(true))))
+        .bind(&import.tenant)
+        .bind(import.scanner())
         .execute(&mut *tx)
         .await?;
 
-    step(reporter, cancel, Step::Dedup, "Deduplicating rows").await?;
-    let incoming = if spec.unique {
-        spec.staging
+    steps.enter(Step::Dedup, "Deduplicating rows").await?;
+    let incoming = if plan.unique {
+        import.staging.as_str()
     } else {
         sqlx::query(AssertSqlSafe(format!(
             "CREATE TEMP TABLE incoming ON COMMIT DROP AS
@@ -162,143 +181,113 @@ async fn try_merge(
                     min(first_seen) AS first_seen, max(last_seen) AS last_seen,
                     bool_and(fixed) AS fixed, count(*) - 1 AS repeats
              FROM {} GROUP BY asset, check_id, port, protocol",
-            spec.staging
+            import.staging
         )))
         .execute(&mut *tx)
         .await?;
+        let repeats: i64 =
+            sqlx::query_scalar("SELECT coalesce(sum(repeats), 0)::bigint FROM incoming").fetch_one(&mut *tx).await?;
+        // Rows folded while staging, plus those folded here.
+        summary.skipped_duplicates += repeats as u64;
         "incoming"
     };
     sqlx::query(AssertSqlSafe(format!("ANALYZE {incoming}"))).execute(&mut *tx).await?;
-    let repeats = if spec.unique { "0" } else { "i.repeats" };
 
-    step(reporter, cancel, Step::Checks, "Recording scanner checks").await?;
-    record_checks(&mut tx, spec).await?;
+    steps.enter(Step::Checks, "Recording scanner checks").await?;
+    record_checks(&mut tx, import).await?;
 
-    step(reporter, cancel, Step::Compare, "Comparing with known findings").await?;
-    let counts: (i64, i64, i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT count(*) FILTER (WHERE v.id IS NULL AND NOT i.fixed),
-                count(*) FILTER (WHERE v.state = 'resolved' AND NOT i.fixed),
-                count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
-                    (v.cves, v.severity, v.cvss, v.vpr, v.output) IS DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
-                count(*) FILTER (WHERE v.state = 'open' AND NOT i.fixed AND
-                    (v.cves, v.severity, v.cvss, v.vpr, v.output) IS NOT DISTINCT FROM (i.cves, i.severity, i.cvss, i.vpr, i.output)),
-                coalesce(sum({repeats}), 0)::bigint
-         FROM {incoming} i
-         LEFT JOIN vulnerabilities v
-           ON v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
-          AND v.port = i.port AND v.protocol = i.protocol"
-    )))
-    .bind(spec.tenant)
-    .bind(spec.scanner)
-    .fetch_one(&mut *tx)
-    .await?;
-    (summary.new, summary.reopened, summary.updated, summary.unchanged) =
-        (counts.0 as u64, counts.1 as u64, counts.2 as u64, counts.3 as u64);
-    // Rows folded while staging, plus those folded here.
-    summary.skipped_duplicates += counts.4 as u64;
-
-    step(reporter, cancel, Step::Resolve, "Resolving findings absent from this scan").await?;
-    // Before the findings are written, so only findings known before this scan are probed.
-    // Only assets this scan covered; a scan of other hosts resolves nothing here.
-    let any_open: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2 AND state = 'open')",
-    )
-    .bind(spec.tenant)
-    .bind(spec.scanner)
-    .fetch_one(&mut *tx)
-    .await?;
-    summary.resolved = 0;
-    if any_open {
-        // Probed once per open finding of the covered assets: index it, so the plan stays linear
-        // even when the statistics of `vulnerabilities` are stale.
-        sqlx::query(AssertSqlSafe(format!("CREATE INDEX ON {incoming} (asset, check_id, port, protocol)")))
-            .execute(&mut *tx)
+    steps.enter(Step::Compare, "Comparing with known findings").await?;
+    let any_known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2)")
+            .bind(&import.tenant)
+            .bind(import.scanner())
+            .fetch_one(&mut *tx)
             .await?;
-        let resolved = write(
-            format!(
+    // A merge join would sort both sides by their text keys under the database's collation,
+    // which costs more than hashing them.
+    sqlx::query("SET LOCAL enable_mergejoin = off").execute(&mut *tx).await?;
+    let counts = if any_known { compare(&mut tx, import, incoming).await? } else { all_new(&mut tx, incoming).await? };
+    (summary.new, summary.reopened, summary.updated, summary.unchanged, summary.resolved) =
+        (counts.new, counts.reopened, counts.updated, counts.unchanged, counts.resolved + counts.fixed_new);
+    // The writes below reach their rows by the addresses the comparison found (`ctid`, TID
+    // scans in nested loops): no other pass over the tenant's findings or the staged rows.
+    sqlx::query("SET LOCAL enable_hashjoin = off").execute(&mut *tx).await?;
+
+    steps.enter(Step::Resolve, "Resolving findings absent from this scan").await?;
+    if counts.resolved > 0 {
+        write(
             "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
                     last_import_id = $4
-             WHERE v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'
-               AND v.asset IN (SELECT DISTINCT asset FROM {incoming})
-               AND NOT EXISTS (SELECT 1 FROM {incoming} i WHERE NOT i.fixed AND i.asset = v.asset AND i.check_id = v.check_id
-                               AND i.port = v.port AND i.protocol = v.protocol)"
-            ),
-            spec,
+             WHERE v.ctid = ANY (ARRAY(SELECT vt FROM compared WHERE state = 'open' AND (it IS NULL OR fixed)))
+               AND v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'"
+                .into(),
+            import,
         )
         .execute(&mut *tx)
         .await?;
-        summary.resolved = resolved.rows_affected();
     }
 
-    step(reporter, cancel, Step::Update, "Updating known findings").await?;
-    if summary.reopened + summary.updated + summary.unchanged > 0 {
-        // Unchanged findings are only touched when this scan moves their last_seen.
+    steps.enter(Step::Update, "Updating known findings").await?;
+    if counts.reopened + counts.updated + counts.moved > 0 {
+        // Unchanged findings are only written when this scan moves their last_seen.
         write(
             format!(
                 "UPDATE vulnerabilities v
-                SET cves = i.cves, severity = i.severity, cvss = i.cvss, vpr = i.vpr, output = i.output,
-                    state = 'open', resolved_at = NULL,
-                    first_seen = least(v.first_seen, coalesce(i.first_seen, i.last_seen, $3::timestamptz)),
-                    last_seen = greatest(v.last_seen, coalesce(i.last_seen, $3::timestamptz)),
-                    last_import_id = $4, updated_at = now()
-             FROM {incoming} i
-             WHERE v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
-               AND v.port = i.port AND v.protocol = i.protocol AND NOT i.fixed
-               AND (v.state, v.cves, v.severity, v.cvss, v.vpr, v.output, v.last_seen)
-                   IS DISTINCT FROM ('open', i.cves, i.severity, i.cvss, i.vpr, i.output,
-                                     greatest(v.last_seen, coalesce(i.last_seen, $3::timestamptz)))"
+                 SET cves = i.cves, severity = i.severity, cvss = i.cvss, vpr = i.vpr, output = i.output,
+                     state = 'open', resolved_at = NULL,
+                     first_seen = least(v.first_seen, coalesce(i.first_seen, i.last_seen, $3::timestamptz)),
+                     last_seen = greatest(v.last_seen, coalesce(i.last_seen, $3::timestamptz)),
+                     last_import_id = $4, updated_at = now()
+                 FROM compared c JOIN {incoming} i ON i.ctid = c.it
+                 WHERE v.ctid = c.vt AND v.tenant = $1 AND v.scanner = $2
+                   AND NOT c.fixed AND (c.state = 'resolved' OR c.changed OR c.moves)"
             ),
-            spec,
+            import,
         )
         .execute(&mut *tx)
         .await?;
     }
 
-    step(reporter, cancel, Step::Insert, "Writing new findings").await?;
-    if summary.new > 0 {
+    steps.enter(Step::Insert, "Writing new findings").await?;
+    let inserting = counts.new + counts.fixed_new;
+    if inserting > 0 && !any_known {
+        // Nothing of this scan is known yet (a first import): every row is new, and the rows go
+        // in block range by block range, with progress and a cancel check between.
         let insert = insert_new(incoming);
-        if summary.reopened + summary.updated + summary.unchanged == 0 {
-            // Nothing of this scan is known yet (a first import): every row is new, and the
-            // rows go in block range by block range, with progress and a cancel check between.
-            let blocks: i64 =
-                sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
-                    .bind(incoming)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let per_chunk = (blocks / INSERT_CHUNKS).max(MIN_CHUNK_BLOCKS);
-            let mut from = 0;
-            while from < blocks {
-                let to = from + per_chunk;
-                write(format!("{insert} AND ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"), spec)
-                    .execute(&mut *tx)
-                    .await?;
-                from = to;
-                let done = (from as f64 / blocks.max(1) as f64).min(1.0);
-                let share = Step::Insert.start() + (1.0 - Step::Insert.start()) * done;
-                if cancel.is_cancelled() {
-                    return Err(MergeError::Job(JobError::Cancelled));
-                }
-                reporter.processing(share, "Writing new findings").await?;
+        let blocks: i64 =
+            sqlx::query_scalar("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint")
+                .bind(incoming)
+                .fetch_one(&mut *tx)
+                .await?;
+        let per_chunk = (blocks / INSERT_CHUNKS).max(MIN_CHUNK_BLOCKS);
+        let mut from = 0;
+        while from < blocks {
+            let to = from + per_chunk;
+            write(format!("{insert} AND ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"), import)
+                .execute(&mut *tx)
+                .await?;
+            from = to;
+            let done = (from as f64 / blocks.max(1) as f64).min(1.0);
+            let share = Step::Insert.start() + (1.0 - Step::Insert.start()) * done;
+            if steps.cancel.is_cancelled() {
+                return Err(MergeError::Job(JobError::Cancelled));
             }
-        } else {
-            write(
-                format!(
-                    "{insert} AND NOT EXISTS (SELECT 1 FROM vulnerabilities v
-                         WHERE v.tenant = $1 AND v.scanner = $2 AND v.asset = i.asset AND v.check_id = i.check_id
-                           AND v.port = i.port AND v.protocol = i.protocol)"
-                ),
-                spec,
-            )
-            .execute(&mut *tx)
-            .await?;
+            steps.reporter.processing(share, "Writing new findings").await?;
         }
-        refresh_statistics(&mut tx, summary.new).await?;
+    } else if inserting > 0 {
+        write(
+            format!("{} AND i.ctid = ANY (ARRAY(SELECT it FROM compared WHERE vt IS NULL))", insert_new(incoming)),
+            import,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
+    refresh_statistics(&mut tx, inserting).await?;
 
-    if cancel.is_cancelled() {
+    if steps.cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
-    match complete(&mut tx, summary, reporter).await? {
+    match complete(&mut tx, summary, steps.reporter, plan.kind).await? {
         Some(done) => *summary = done,
         // A newer attempt holds the import: everything above is rolled back.
         None => return Err(MergeError::Job(JobError::Fenced)),
@@ -307,8 +296,101 @@ async fn try_merge(
     Ok(())
 }
 
+/// What the comparison of a scan with the known findings counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Compared {
+    /// Findings first seen (not reported fixed).
+    new: u64,
+    /// Findings first seen already reported fixed (recorded as resolved).
+    fixed_new: u64,
+    /// Resolved findings seen again.
+    reopened: u64,
+    /// Open findings with other details.
+    updated: u64,
+    /// Findings seen again as they were (resolved ones reported fixed again included).
+    unchanged: u64,
+    /// Of the unchanged open findings, those whose last_seen this scan moves.
+    moved: u64,
+    /// Open findings of the covered assets absent from the scan or reported fixed.
+    resolved: u64,
+}
+
+/// What the lifecycle compares of a finding (CVEs, severity, scores, output) as one 64-bit
+/// hash, for the row alias `t`; no field but the last can hold the separator.
+fn digest(t: &str) -> String {
+    format!(
+        "hashtextextended(concat_ws(E'\\x1f', array_to_string({t}.cves, ','), {t}.severity,
+                                    coalesce({t}.cvss::text, '-'), coalesce({t}.vpr::text, '-'), {t}.output), 0)"
+    )
+}
+
+/// Compares the scan with the tenant's findings of the assets it covers, in one pass, into the
+/// temporary table `compared`: per finding of either side, where it is (`it`: the staged row,
+/// `vt`: the known finding), the known state, whether the scanner reports it fixed, whether its
+/// details differ (`changed`, by [`digest`]) and whether its last_seen moves (`moves`). Only
+/// addresses, flags and hashes go through the join, never the texts, so it stays in memory.
+async fn compare(
+    tx: &mut Transaction<'_, Postgres>,
+    import: &Import,
+    incoming: &str,
+) -> std::result::Result<Compared, MergeError> {
+    let (di, dv) = (digest("i"), digest("v"));
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE compared ON COMMIT DROP AS
+             SELECT i.it, v.vt, v.state, coalesce(i.fixed, false) AS fixed,
+                    i.digest IS DISTINCT FROM v.digest AS changed,
+                    v.last_seen < coalesce(i.last_seen, $3::timestamptz) AS moves
+             FROM (SELECT i.ctid AS it, i.asset, i.check_id, i.port, i.protocol, i.fixed, i.last_seen, {di} AS digest
+                   FROM {incoming} i) i
+             FULL JOIN (SELECT v.ctid AS vt, v.asset, v.check_id, v.port, v.protocol, v.state, v.last_seen,
+                               {dv} AS digest
+                        FROM vulnerabilities v
+                        WHERE v.tenant = $1 AND v.scanner = $2 AND v.asset IN (SELECT DISTINCT asset FROM {incoming})) v
+               ON v.asset = i.asset AND v.check_id = i.check_id AND v.port = i.port AND v.protocol = i.protocol
+             WHERE i.it IS NOT NULL OR v.state = 'open'"
+    )))
+    .bind(&import.tenant)
+    .bind(import.scanner())
+    .bind(&import.scan_date)
+    .execute(&mut **tx)
+    .await?;
+    let c: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE vt IS NULL AND NOT fixed),
+                count(*) FILTER (WHERE vt IS NULL AND fixed),
+                count(*) FILTER (WHERE it IS NOT NULL AND state = 'resolved' AND NOT fixed),
+                count(*) FILTER (WHERE it IS NOT NULL AND state = 'open' AND NOT fixed AND changed),
+                count(*) FILTER (WHERE it IS NOT NULL AND ((state = 'open' AND NOT fixed AND NOT changed)
+                                                           OR (state = 'resolved' AND fixed))),
+                count(*) FILTER (WHERE it IS NOT NULL AND state = 'open' AND NOT fixed AND NOT changed AND moves),
+                count(*) FILTER (WHERE state = 'open' AND (it IS NULL OR fixed))
+         FROM compared",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let n = |v: i64| v as u64;
+    Ok(Compared {
+        new: n(c.0),
+        fixed_new: n(c.1),
+        reopened: n(c.2),
+        updated: n(c.3),
+        unchanged: n(c.4),
+        moved: n(c.5),
+        resolved: n(c.6),
+    })
+}
+
+/// The counts of a scan when the tenant has no findings of the scanner: every row is new.
+async fn all_new(tx: &mut Transaction<'_, Postgres>, incoming: &str) -> std::result::Result<Compared, MergeError> {
+    let (new, fixed_new): (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT count(*) FILTER (WHERE NOT fixed), count(*) FILTER (WHERE fixed) FROM {incoming}"
+    )))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Compared { new: new as u64, fixed_new: fixed_new as u64, ..Compared::default() })
+}
+
 /// Upserts the scanner checks of the staged rows (their text is on the first row of each check).
-pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, spec: &MergeSpec<'_>) -> sqlx::Result<()> {
+pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, import: &Import) -> sqlx::Result<()> {
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
          SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
@@ -316,9 +398,9 @@ pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, spec: &Mer
          ON CONFLICT (scanner, check_id) DO UPDATE
             SET title = EXCLUDED.title, description = EXCLUDED.description, solution = EXCLUDED.solution, updated_at = now()
             WHERE (c.title, c.description, c.solution) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.description, EXCLUDED.solution)",
-        spec.staging
+        import.staging
     )))
-    .bind(spec.scanner)
+    .bind(import.scanner())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -333,16 +415,20 @@ pub(crate) async fn refresh_statistics(tx: &mut Transaction<'_, Postgres>, new: 
     Ok(())
 }
 
-/// The insert of new findings from `incoming`, to be completed with more conditions (`i` is
-/// the staged row). Takes the parameters of [`write`].
+/// The insert of findings first seen in this scan from `incoming`, to be completed with more
+/// conditions (`i` is the staged row). A finding the scanner already reports fixed is recorded
+/// as resolved (when the scan saw it), so it is counted and reopens if it comes back. Takes the
+/// parameters of [`write`].
 pub(crate) fn insert_new(incoming: &str) -> String {
     format!(
         "INSERT INTO vulnerabilities (tenant, scanner, asset, check_id, port, protocol, cves, severity, cvss, vpr,
-                                      output, state, first_seen, last_seen, last_import_id)
-         SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output, 'open',
+                                      output, state, resolved_at, first_seen, last_seen, last_import_id)
+         SELECT $1, $2, asset, check_id, port, protocol, cves, severity, cvss, vpr, output,
+                CASE WHEN fixed THEN 'resolved' ELSE 'open' END,
+                CASE WHEN fixed THEN coalesce(last_seen, $3::timestamptz) END,
                 coalesce(first_seen, last_seen, $3::timestamptz), coalesce(last_seen, $3::timestamptz), $4
          FROM {incoming} i
-         WHERE NOT fixed"
+         WHERE true"
     )
 }
 
@@ -352,10 +438,14 @@ pub(crate) fn insert_new(incoming: &str) -> String {
 /// the transaction), and the summary's `durationMs` is `finished_at - started_at`, so the row
 /// and the summary agree; `last_seq` becomes the seq of the terminal event, which is then
 /// published from the row (`ended::finish`).
+///
+/// The merge's time (from the last row read to here) and its kind are kept on the row: the ETA
+/// of the tenant's next merge of that kind starts from them.
 pub(crate) async fn complete(
     tx: &mut Transaction<'_, Postgres>,
     summary: &Summary,
     reporter: &Reporter,
+    kind: MergeKind,
 ) -> sqlx::Result<Option<Summary>> {
     let fence = reporter.fence();
     let message = crate::progress::completion_message(summary);
@@ -365,7 +455,7 @@ pub(crate) async fn complete(
                     'durationMs', d.ms,
                     'rowsPerSecond', CASE WHEN d.ms = 0 THEN $5::float8 ELSE round($5 * 1000.0 / d.ms) END),
                 last_seq = greatest(last_seq, $4), processed_rows = $5, total_rows = $5,
-                validation_errors = $6, finished_at = d.at
+                validation_errors = $6, finished_at = d.at, merge_ms = $8, merge_kind = $9
          FROM (SELECT clock_timestamp() AS at) c,
               LATERAL (SELECT c.at,
                               greatest(0, (extract(epoch FROM c.at - i.started_at) * 1000)::bigint) AS ms
@@ -380,6 +470,8 @@ pub(crate) async fn complete(
     .bind(summary.rows as i64)
     .bind(summary.validation_errors as i64)
     .bind(fence.attempt as i32)
+    .bind(reporter.merge_elapsed().as_millis() as i64)
+    .bind(kind.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     Ok(done.map(|s| s.0))
@@ -387,41 +479,18 @@ pub(crate) async fn complete(
 
 /// A write of the merge, with the parameters they all take: `$1` tenant, `$2` scanner, `$3` scan
 /// date, `$4` import id.
-pub(crate) fn write<'q>(
-    sql: String,
-    spec: &MergeSpec<'q>,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(AssertSqlSafe(sql)).bind(spec.tenant).bind(spec.scanner).bind(spec.scan_date).bind(spec.import_id)
+pub(crate) fn write(sql: String, import: &Import) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(AssertSqlSafe(sql)).bind(&import.tenant).bind(import.scanner()).bind(&import.scan_date).bind(import.id)
 }
 
-/// Drops the staging table of an ended import (or one whose last delivery died). A statement
-/// that a dead or abandoned attempt started (a long merge) runs on in PostgreSQL until it tries
-/// to answer, holding its locks: any session still holding the table is ended first.
-pub async fn drop_staging(db: &PgPool, staging: &str) -> Result<()> {
-    let ended = sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks
-         WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()",
-    )
-    .bind(staging)
-    .execute(db)
-    .await;
-    if let Err(err) = ended {
-        tracing::warn!(staging, error = %err, "could not end a session holding the staging table; dropping it waits for that session");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_the_merge_lock_and_trying_it_name_the_same_key() {
+        let key = |call: String| call.split_once('(').map(|(_, key)| key.to_owned()).unwrap();
+        assert_eq!(key(merge_lock(true)), key(merge_lock(false)));
+        assert!(merge_lock(false).starts_with("pg_try_advisory_xact_lock("));
     }
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}")))
-        .execute(db)
-        .await
-        .step("dropping the staging table")?;
-    Ok(())
-}
-
-/// Creates an empty staging table for the import (after [`drop_staging`] removed any earlier one).
-pub async fn create_staging(db: &PgPool, staging: &str) -> Result<()> {
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE UNLOGGED TABLE {staging} (LIKE import_staging_template INCLUDING DEFAULTS)"
-    )))
-    .execute(db)
-    .await
-    .step("creating the staging table")?;
-    Ok(())
 }

@@ -3,20 +3,28 @@
 //! read slower than that piles up in memory; here each chunk is requested when there is room
 //! for it (a few chunks ahead, to overlap network and parsing).
 
-use std::io;
+use std::{io, time::Duration};
 
 use bytes::Bytes;
 use shared::{Nats, names};
 use tokio::{io::AsyncRead, sync::mpsc};
 use tokio_util::io::StreamReader;
 
-use crate::error::{JobError, Result, StepExt};
+use crate::{
+    backoff::Backoff,
+    error::{JobError, Result, StepExt},
+};
 
 /// Chunks fetched ahead of the reader.
 const READ_AHEAD: usize = 4;
 
 /// Attempts per chunk before the read fails (a broker restart takes a few seconds).
 const FETCH_ATTEMPTS: u32 = 6;
+/// Waits between those attempts: up to 0.5, 1, 2, 4, 8 s.
+const FETCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
+/// Waits before asking again for an upload a replica does not show yet: up to 0.4, 0.8, 1.6,
+/// 3.2, 6.4 s.
+const INFO_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_millis(6400));
 
 /// One chunk: the first message of `subject` at or after `seq`, retried with backoff. A direct
 /// get: the server sends the payload as it is, not base64 inside a JSON answer.
@@ -29,7 +37,7 @@ async fn fetch_with_retry(
     loop {
         match stream.direct_get_next_for_subject(subject, Some(seq)).await {
             Err(err) if attempt < FETCH_ATTEMPTS => {
-                let delay = std::time::Duration::from_millis(250 << attempt);
+                let delay = FETCH_BACKOFF.delay(attempt);
                 tracing::warn!(error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "reading a chunk of the upload failed");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -53,7 +61,7 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
             Err(e) if tries < 5 => {
                 tries += 1;
                 tracing::debug!(error = %e, tries, "upload not found yet; asking again");
-                tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                tokio::time::sleep(INFO_BACKOFF.delay(tries)).await;
             }
             Err(e) => {
                 return Err(JobError::invalid(

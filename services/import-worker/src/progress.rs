@@ -18,13 +18,12 @@ use shared::{
 use sqlx::PgPool;
 
 use crate::{
+    Worker,
     error::{JobError, Result, StepExt},
+    estimate::MergeKind,
     fence::Fence,
     resume::ResumePoint,
 };
-
-/// Steps of the pipeline shown as `currentStep/totalSteps`.
-pub const TOTAL_STEPS: u32 = 4;
 
 /// Findings per second written after an early-writing load, until measured (a 2-core machine
 /// writes the rest of a million-row first import at about 70k/s).
@@ -45,6 +44,20 @@ pub struct Counters {
     pub staged: u64,
 }
 
+/// Where an attempt's progress starts.
+pub struct Start {
+    /// This attempt's token.
+    pub fence: Fence,
+    /// Trace context the events carry.
+    pub trace: Option<TraceContext>,
+    /// The highest seq any earlier event of the import had: this attempt's events come after it.
+    pub last_seq: u64,
+    /// Size of the file.
+    pub total_bytes: u64,
+    /// Static facts about the import.
+    pub metadata: Metadata,
+}
+
 /// Publishes the progress of one import attempt.
 pub struct Reporter {
     nats: Nats,
@@ -57,6 +70,8 @@ pub struct Reporter {
     intermediate: bool,
     last_sent: Option<Instant>,
     load_started: Option<Instant>,
+    /// When every row had been read (the merge's start).
+    merge_started: Option<Instant>,
     merge_rows_per_second: f64,
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
@@ -68,52 +83,27 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A reporter continuing after `last_seq` (the highest seq any earlier event of this import had).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        nats: Nats,
-        fence: Fence,
-        trace: Option<TraceContext>,
-        last_seq: u64,
-        total_bytes: u64,
-        metadata: Metadata,
-        interval: Duration,
-        intermediate: bool,
-        merge_rows_per_second: f64,
-    ) -> Self {
-        let (import_id, attempt) = (fence.import_id, fence.attempt);
+    /// The reporter of the attempt `start` describes, publishing as `worker` is configured to.
+    pub fn new(worker: &Worker, start: Start) -> Self {
+        let Start { fence, trace, last_seq, total_bytes, metadata } = start;
         let db = fence.db().clone();
         let event = ProgressEvent {
-            session_id: import_id,
-            seq: last_seq,
-            status: Status::Processing,
-            phase: Phase::Parsing,
-            progress: 0.0,
-            message: String::new(),
-            processed_rows: 0,
-            total_rows: None,
-            bytes_processed: 0,
             total_bytes,
-            eta_seconds: None,
-            rows_per_second: 0.0,
-            attempt,
-            timestamp: now_ms(),
-            metadata,
-            summary: None,
-            error: None,
-            partial_results: None,
+            attempt: fence.attempt,
+            ..ProgressEvent::new(fence.import_id, last_seq, Status::Processing, Phase::Parsing, metadata)
         };
         Reporter {
-            nats,
+            nats: worker.nats.clone(),
             db,
             fence,
             trace,
             event,
-            interval,
-            intermediate,
+            interval: Duration::from_millis(worker.config.progress_interval_ms),
+            intermediate: worker.config.progress_events,
             last_sent: None,
             load_started: None,
-            merge_rows_per_second,
+            merge_started: None,
+            merge_rows_per_second: worker.merge_rates.rate(MergeKind::First),
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
@@ -162,16 +152,6 @@ impl Reporter {
         self.early_inserted = Some(inserted);
     }
 
-    fn step_of(phase: Phase) -> u32 {
-        match phase {
-            Phase::Queued => 0,
-            Phase::Parsing => 1,
-            Phase::Loading => 2,
-            Phase::Processing => 3,
-            _ => 4,
-        }
-    }
-
     fn advance(&mut self, phase: Phase, fraction: f64, message: String) {
         self.event.seq += 1;
         self.event.phase = phase;
@@ -179,8 +159,7 @@ impl Reporter {
         let before = self.last_progress();
         self.event.progress = ((phase.overall(fraction) * 100.0).round() / 100.0).max(before);
         self.event.message = message;
-        self.event.metadata.current_step = Self::step_of(phase);
-        self.event.metadata.total_steps = TOTAL_STEPS;
+        self.event.metadata.current_step = phase.step();
         self.event.timestamp = now_ms();
     }
 
@@ -218,10 +197,27 @@ impl Reporter {
         self.publish(false).await
     }
 
-    /// Merge progress: `fraction` (0–1) of the merge's expected time is behind.
+    /// The merge of this import is expected at `rows_per_second` (from the tenant's last merge
+    /// of its kind and format, or this worker's measure), not at the rate it started with.
+    pub fn expect_merge_rate(&mut self, rows_per_second: f64) {
+        self.merge_rows_per_second = rows_per_second;
+    }
+
+    /// Time since every row was read (zero before).
+    pub fn merge_elapsed(&self) -> Duration {
+        self.merge_started.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    /// Merge progress: `fraction` (0–1) of the merge's steps is behind. The time left is the
+    /// expected merge time less the time spent while the merge is within it; past it, the steps
+    /// left at the expected rate.
     pub async fn processing(&mut self, fraction: f64, message: &str) -> Result<()> {
         let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
-        self.event.eta_seconds = Some(round1(rows * (1.0 - fraction) / self.merge_rows_per_second + 0.2));
+        let expected = rows / self.merge_rows_per_second;
+        let spent = self.merge_elapsed().as_secs_f64();
+        let left =
+            if spent < expected { expected - spent } else { rows * (1.0 - fraction) / self.merge_rows_per_second };
+        self.event.eta_seconds = Some(round1(left + 0.2));
         self.advance(Phase::Processing, fraction, message.into());
         self.publish_intermediate().await
     }
@@ -254,6 +250,7 @@ impl Reporter {
 
     /// Records that every row has been read.
     pub fn loaded(&mut self, counters: Counters) {
+        self.merge_started = Some(Instant::now());
         self.invalid_rows = counters.invalid;
         self.event.processed_rows = counters.rows;
         self.event.bytes_processed = counters.bytes;

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use crate::{
-    error::{JobError, Result, StepExt},
-    fence::Fence,
+    error::{Result, StepExt},
+    fence::{Fence, Hold},
 };
 
 /// Where a load stands after a committed slice.
@@ -111,8 +111,8 @@ fn error_from_json(v: &Value) -> Option<RowError> {
 pub async fn take_over(db: &PgPool, fence: &Fence, staging: &str) -> Result<Option<ResumePoint>> {
     let step = "taking over the staging table";
     let mut tx = db.begin().await.step(step)?;
-    hold(&mut tx, fence, true).await?;
-    end_other_sessions(&mut tx, staging).await?;
+    fence.hold(&mut tx, Hold::Exclusive).await?;
+    crate::staging::end_sessions(&mut tx, staging).await?;
     let stored: Option<Stored> = sqlx::query_as(
         "SELECT next_line, byte_offset, last_line, rows, invalid, findings, staged, folded, row_errors, at_end
          FROM import_resume WHERE import_id = $1",
@@ -151,7 +151,7 @@ pub async fn take_over(db: &PgPool, fence: &Fence, staging: &str) -> Result<Opti
         }
     }
     forget(&mut tx, fence).await?;
-    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}"))).execute(&mut *tx).await.step(step)?;
+    crate::staging::drop_in(&mut tx, staging, step).await?;
     tx.commit().await.step(step)?;
     Ok(None)
 }
@@ -162,15 +162,15 @@ pub async fn take_over(db: &PgPool, fence: &Fence, staging: &str) -> Result<Opti
 pub async fn release(db: &PgPool, fence: &Fence, staging: &str) -> Result<()> {
     let step = "handing back the staging table";
     let mut tx = db.begin().await.step(step)?;
-    hold(&mut tx, fence, true).await?;
-    end_other_sessions(&mut tx, staging).await?;
+    fence.hold(&mut tx, Hold::Exclusive).await?;
+    crate::staging::end_sessions(&mut tx, staging).await?;
     let resumable: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_resume WHERE import_id = $1)")
         .bind(fence.import_id)
         .fetch_one(&mut *tx)
         .await
         .step(step)?;
     if !resumable {
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {staging}"))).execute(&mut *tx).await.step(step)?;
+        crate::staging::drop_in(&mut tx, staging, step).await?;
     }
     tx.commit().await.step(step)?;
     Ok(())
@@ -180,7 +180,7 @@ pub async fn release(db: &PgPool, fence: &Fence, staging: &str) -> Result<()> {
 /// import (`Err(JobError::Fenced)` otherwise: the caller rolls the slice back). A point without
 /// a line boundary removes the earlier one, which no longer matches the table.
 pub async fn record(tx: &mut Transaction<'_, Postgres>, fence: &Fence, point: &ResumePoint) -> Result<()> {
-    hold(tx, fence, false).await?;
+    fence.hold(tx, Hold::Shared).await?;
     let Some(offset) = point.offset else {
         return forget(tx, fence).await;
     };
@@ -229,35 +229,6 @@ async fn forget(tx: &mut Transaction<'_, Postgres>, fence: &Fence) -> Result<()>
         .execute(&mut **tx)
         .await
         .step("removing the resume point")?;
-    Ok(())
-}
-
-/// Locks the import row while this attempt holds it (`FOR UPDATE` keeps a newer claim out until
-/// the transaction ends; `FOR SHARE` is enough to commit a slice).
-async fn hold(tx: &mut Transaction<'_, Postgres>, fence: &Fence, exclusive: bool) -> Result<()> {
-    let sql = if exclusive {
-        "SELECT 1 FROM imports WHERE id = $1 AND attempts = $2 AND status = 'processing' FOR UPDATE"
-    } else {
-        "SELECT 1 FROM imports WHERE id = $1 AND attempts = $2 AND status = 'processing' FOR SHARE"
-    };
-    let held: Option<i32> = sqlx::query_scalar(sql)
-        .bind(fence.import_id)
-        .bind(fence.attempt as i32)
-        .fetch_optional(&mut **tx)
-        .await
-        .step("checking the attempt's fence")?;
-    held.map(|_| ()).ok_or(JobError::Fenced)
-}
-
-async fn end_other_sessions(tx: &mut Transaction<'_, Postgres>, staging: &str) -> Result<()> {
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks
-         WHERE relation = to_regclass($1) AND pid <> pg_backend_pid()",
-    )
-    .bind(staging)
-    .execute(&mut **tx)
-    .await
-    .step("ending the sessions holding the staging table")?;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub async fn run(worker: Worker) {
     loop {
         tick.tick().await;
         if let Err(err) = check(&worker, stale).await {
-            tracing::debug!(error = %err, "checking for stalled imports failed; retrying at the next pass");
+            tracing::debug!(error = %err.chain(), "checking for stalled imports failed; retrying at the next pass");
         }
     }
 }
@@ -53,7 +53,7 @@ async fn check(worker: &Worker, stale: Duration) -> Result<()> {
     .step("finding stalled imports")?;
     for (id, attempt, age) in stalled {
         if let Err(err) = note(worker, id, attempt, age, stale).await {
-            tracing::warn!(import_id = %id, error = %err, "could not tell watchers the worker stopped responding");
+            tracing::warn!(import_id = %id, error = %err.chain(), "could not tell watchers the worker stopped responding");
         }
     }
     Ok(())

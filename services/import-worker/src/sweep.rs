@@ -25,7 +25,7 @@ pub async fn run(worker: Worker) {
     loop {
         tick.tick().await;
         if let Err(err) = sweep(&worker).await {
-            tracing::warn!(error = %err, "sweep failed; retrying at the next pass");
+            tracing::warn!(error = %err.chain(), "sweep failed; retrying at the next pass");
         }
     }
 }
@@ -65,7 +65,7 @@ async fn finish_ended(worker: &Worker) -> Result<()> {
     for id in ids {
         tracing::info!(import_id = %id, "sweep: finishing an ended import's terminal event and cleanup");
         if let Err(err) = crate::ended::finish(worker, id).await {
-            tracing::warn!(import_id = %id, error = %err, "sweep: could not finish the ended import");
+            tracing::warn!(import_id = %id, error = %err.chain(), "sweep: could not finish the ended import");
             result = Err(err);
         }
     }

@@ -191,6 +191,7 @@ impl Gateway {
     /// Connects to NATS and PostgreSQL (retrying until they answer), provisions the streams,
     /// starts the fan-out and binds `config.listen` (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
+        shared::open_files::raise();
         let nats = Nats::connect(&config.nats, "hexflow-realtime-gateway").await?;
         nats.provision(config.nats.replicas).await?;
         let db = shared::db::pool(&config.db)?;

@@ -14,6 +14,10 @@ pub const DEFAULT_OPS_LISTEN: std::net::SocketAddr =
 
 /// Default upload size limit: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default longest request, in seconds: an hour, for the largest uploads on slow links.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 3600;
+/// Default longest silence while an upload is being received, in seconds.
+pub const DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS: u64 = 60;
 
 /// Everything the upload gateway needs.
 #[derive(clap::Args, Debug, Clone)]
@@ -30,7 +34,7 @@ pub struct Config {
         long = "request-timeout-secs",
         env = "HEXFLOW_REQUEST_TIMEOUT_SECS",
         value_name = "HEXFLOW_REQUEST_TIMEOUT_SECS",
-        default_value_t = 3600
+        default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS
     )]
     pub request_timeout_secs: u64,
     /// Longest silence while an upload is being received, in seconds: a client that stops sending
@@ -39,7 +43,7 @@ pub struct Config {
         long = "upload-idle-timeout-secs",
         env = "HEXFLOW_UPLOAD_IDLE_TIMEOUT_SECS",
         value_name = "HEXFLOW_UPLOAD_IDLE_TIMEOUT_SECS",
-        default_value_t = 60,
+        default_value_t = DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS,
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub upload_idle_timeout_secs: u64,
@@ -68,13 +72,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config for tests and `hexflow dev`: the given NATS and database, port 0, defaults elsewhere.
+    /// A config for tests and `hexflow dev`: the given NATS and database, port 0 (API and ops),
+    /// the defaults elsewhere.
     pub fn local(nats: NatsConfig, db: DbConfig) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
-            request_timeout_secs: 3600,
-            upload_idle_timeout_secs: 60,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            upload_idle_timeout_secs: DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS,
             web_dir: None,
             connections: ConnLimits::default(),
             ops: OpsConfig::local(),

@@ -5,7 +5,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
 
 /// Result alias for handlers.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -22,8 +22,9 @@ pub enum ApiError {
     /// 404 `SESSION_NOT_FOUND`.
     #[error("no import with id {0}")]
     NotFound(uuid::Uuid),
-    /// 409 `SESSION_EXISTS`: the client-chosen id is taken.
-    #[error("an import with id {0} already exists; choose a new sessionId")]
+    /// 409 `SESSION_EXISTS`: the client-chosen id has been used already, by this caller or by
+    /// anyone else: the answer is the same whoever owns the import, so it tells nothing about it.
+    #[error("sessionId {0} has been used already; expected a new client-chosen random UUID, or no sessionId")]
     SessionExists(uuid::Uuid),
     /// 409 `ALREADY_FINISHED`: cancel of an import that has ended.
     #[error("import {id} has already ended with status {status}")]
@@ -85,16 +86,47 @@ impl<T, E: std::fmt::Display> StepExt<T> for std::result::Result<T, E> {
     }
 }
 
+/// The error shape of every answer but 2xx: `{error:{code,message,...}}`.
+#[derive(Serialize, Debug)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`] (fields in the byte order of their JSON names, as every body of
+/// the API declares them; the optional ones are absent, not `null`, when they do not apply).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `INVALID_REQUEST`, `SESSION_NOT_FOUND`, ...
+    pub code: &'static str,
+    /// What a 422 expected instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The limit a 413 refers to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// What was wrong and what was expected, for people.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// A body with only a code and a message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code, expected: None, limit_bytes: None, message: message.into() } }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
-        match &self {
-            ApiError::Unprocessable { expected, .. } => body["error"]["expected"] = json!(expected),
-            ApiError::TooLarge { limit } => body["error"]["limitBytes"] = json!(limit),
+        let mut body = ErrorBody::new(code, self.to_string());
+        match self {
+            ApiError::Unprocessable { expected, .. } => body.error.expected = Some(expected),
+            ApiError::TooLarge { limit } => body.error.limit_bytes = Some(limit),
             ApiError::Unavailable { step, cause } => {
                 tracing::error!(step, cause, "request failed");
-                body["error"]["message"] = json!(format!("{step} failed; try again shortly"));
+                body.error.message = format!("{step} failed; try again shortly");
             }
             _ => {}
         }
@@ -135,5 +167,38 @@ pub async fn json_errors(response: Response) -> Response {
         s if s.is_server_error() => "UNAVAILABLE",
         _ => "INVALID_REQUEST",
     };
-    (status, Json(json!({ "error": { "code": code, "message": text } }))).into_response()
+    (status, Json(ErrorBody::new(code, text))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(err: ApiError) -> String {
+        let bytes = axum::body::to_bytes(err.into_response().into_body(), 64 * 1024).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn error_bodies_keep_their_bytes_and_leave_out_what_does_not_apply() {
+        let not_found = body_of(ApiError::NotFound(uuid::Uuid::nil())).await;
+        assert_eq!(
+            not_found,
+            r#"{"error":{"code":"SESSION_NOT_FOUND","message":"no import with id 00000000-0000-0000-0000-000000000000"}}"#
+        );
+        let too_large = body_of(ApiError::TooLarge { limit: 5 }).await;
+        assert_eq!(
+            too_large,
+            r#"{"error":{"code":"FILE_TOO_LARGE","limitBytes":5,"message":"the file is larger than the limit of 5 bytes"}}"#
+        );
+        let unprocessable =
+            body_of(ApiError::Unprocessable { code: "EMPTY_FILE", message: "empty".into(), expected: "rows".into() })
+                .await;
+        assert_eq!(unprocessable, r#"{"error":{"code":"EMPTY_FILE","expected":"rows","message":"empty"}}"#);
+        let unavailable = body_of(ApiError::Unavailable { step: "reading import", cause: "secret cause".into() }).await;
+        assert_eq!(
+            unavailable,
+            r#"{"error":{"code":"UNAVAILABLE","message":"reading import failed; try again shortly"}}"#
+        );
+    }
 }

@@ -14,7 +14,8 @@
 //! - [`body`]: the limited, hashing, coalescing upload reader.
 //! - [`input`]: bounds on the filename and the small form fields.
 //! - [`envelope`]: the bound on each multipart part's headers.
-//! - `http`: the routes (`upload`, `imports`).
+//! - `http`: the routes (`upload`, `imports`, `findings`), each answering a typed body, and
+//!   `page`, the keyset paging every listing shares.
 //! - `web`: the browser page, embedded in the binary.
 
 pub mod body;
@@ -51,11 +52,6 @@ pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &M
     let config_limit = config.max_upload_bytes;
     let web = web::router(config.web_dir.as_deref());
     let auth = shared::auth::Authenticator::new(&config.auth);
-    if auth.is_open() {
-        tracing::warn!(
-            "AUTHENTICATION IS OFF (HEXFLOW_AUTH_SECRET unset): every caller is the anonymous user of tenant \"default\""
-        );
-    }
     let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config, auth };
     http::api_router()
         .with_state(state)
@@ -94,6 +90,14 @@ pub struct Gateway {
 impl Gateway {
     /// Connects, provisions, and binds `config.listen` and the ops address (port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
+        shared::open_files::raise();
+        // Here, not in `api_router`: `hexflow dev` mounts the router next to the realtime
+        // gateway, which says the same for the whole process.
+        if shared::auth::Authenticator::new(&config.auth).is_open() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (HEXFLOW_AUTH_SECRET unset): every caller is the anonymous user of tenant \"default\""
+            );
+        }
         let (nats, db) = connect(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await

@@ -8,7 +8,6 @@ use axum::{
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 use shared::{
     Nats,
     auth::{AuthError, Authenticator},
@@ -81,7 +80,7 @@ pub struct AuthRejection(pub AuthError);
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": "UNAUTHORIZED", "message": self.0.to_string() } });
+        let body = crate::error::ErrorBody::new("UNAUTHORIZED", self.0.to_string());
         (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
     }
 }

@@ -134,9 +134,8 @@ async fn mostly_invalid_rows_end_the_import_in_error_with_the_first_problem() {
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;
     let _worker = env.worker().await;
-    let rows: Vec<_> = (0..10).map(|i| files::Row::new(&format!("h{i}"), "C1", if i < 8 { 0 } else { 80 })).collect();
-    let csv = String::from_utf8(files::generic_csv(&rows)).unwrap().replace(",0,tcp", ",99999,tcp");
-    let id = gateway.upload_ok(csv.into_bytes(), "ports.csv", &[]).await;
+    let csv = files::mostly_invalid_ports_csv();
+    let id = gateway.upload_ok(csv, "ports.csv", &[]).await;
     let done = env.wait_for_terminal(id, Duration::from_secs(30)).await;
     assert_eq!(done.status, Status::Error);
     let error = done.error.unwrap();

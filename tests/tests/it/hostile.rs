@@ -455,3 +455,70 @@ async fn a_megabyte_long_header_cell_is_refused_without_being_echoed() {
     assert_nothing_left(&env).await;
     assert_responsive(&gateway).await;
 }
+
+/// An upload by `token` naming `id` as its sessionId, before or after the file: status and body
+/// text with the id written as `ID`.
+async fn upload_naming(gateway: &GatewayHandle, token: &str, id: uuid::Uuid, id_after_file: bool) -> (u16, String) {
+    let file = || reqwest::multipart::Part::bytes(csv_of(1000)).file_name("again.csv");
+    let form = reqwest::multipart::Form::new();
+    let form = if id_after_file {
+        form.part("file", file()).text("sessionId", id.to_string())
+    } else {
+        form.text("sessionId", id.to_string()).part("file", file())
+    };
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/imports", gateway.base))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap().replace(&id.to_string(), "ID"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_session_id_answers_the_same_whoever_used_it() {
+    let env = TestEnv::start().await;
+    let gateway = secured_gateway(&env, |_| {}).await;
+    // Ann and Bob share tenant acme; Carol is in globex. Each has one import.
+    let users = [("ann", "acme"), ("bob", "acme"), ("carol", "globex")];
+    let mut ids = Vec::new();
+    for (user, tenant) in users {
+        let id = uuid::Uuid::now_v7();
+        let (status, body) =
+            hexflow_tests::realtime::upload_as(&gateway.base, &token(user, tenant, false), csv_of(1000), "a.csv", id)
+                .await;
+        assert_eq!(status, 202, "{user}: {body}");
+        ids.push(id);
+    }
+    let bob = token("bob", "acme", false);
+
+    // Bob names his own used id, a tenant mate's and another tenant's, with the id sent before
+    // the file (checked as the field is read) and after it (checked as the row is written).
+    for id_after_file in [false, true] {
+        let mut answers = Vec::new();
+        for id in &ids {
+            answers.push(upload_naming(&gateway, &bob, *id, id_after_file).await);
+        }
+        let (own, [mate, stranger]) = (&answers[1], [&answers[0], &answers[2]]);
+        assert_eq!(own.0, 409, "{}", own.1);
+        let body: Value = serde_json::from_str(&own.1).unwrap();
+        assert_eq!(body["error"]["code"], "SESSION_EXISTS", "{body}");
+        assert!(!own.1.to_lowercase().contains("bob"), "the answer names no owner: {}", own.1);
+        assert_eq!(mate, own, "a tenant mate's id answers as Bob's own (id after file: {id_after_file})");
+        assert_eq!(stranger, own, "another tenant's id answers as Bob's own (id after file: {id_after_file})");
+    }
+
+    // Nothing was taken over or added, and the refused files are gone.
+    let owners: Vec<(String, String)> =
+        sqlx::query_as("SELECT owner, tenant FROM imports ORDER BY id").fetch_all(&env.db).await.unwrap();
+    let expected: Vec<(String, String)> = users.iter().map(|(u, t)| (u.to_string(), t.to_string())).collect();
+    assert_eq!(owners, expected);
+    // One chunk per kept file (each is far below the chunk size); the refused ones are deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upload_chunks(&env).await > ids.len() {
+        assert!(Instant::now() < deadline, "the refused uploads' chunks were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_responsive(&gateway).await;
+}

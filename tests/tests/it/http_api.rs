@@ -138,3 +138,39 @@ async fn the_callers_trace_context_travels_with_the_job_and_the_events() {
     let snapshot = progress.get_last_raw_message_by_subject(&shared::names::progress_subject(id)).await.unwrap();
     assert!(snapshot.headers.get("traceparent").unwrap().as_str().contains(trace_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_are_listed_most_severe_first_in_pages_that_follow_their_cursor() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    let row = |asset: &str, severity| files::Row { severity, ..files::Row::new(asset, "C1", 443) };
+    let rows = [row("h1", "low"), row("h2", "critical"), row("h3", "medium")];
+    let id = gateway.upload_ok(files::generic_csv(&rows), "f.csv", &[]).await;
+    assert_eq!(env.wait_for_terminal(id, Duration::from_secs(30)).await.status, Status::Completed);
+
+    let (status, first) = gateway.get("/api/findings?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["nextCursor"].as_str().expect("a second page");
+    let (status, rest) = gateway.get(&format!("/api/findings?limit=2&cursor={cursor}")).await;
+    assert_eq!(status, 200, "{rest}");
+
+    let listed: Vec<(&str, &str)> = [&first, &rest]
+        .iter()
+        .flat_map(|page| page["items"].as_array().unwrap())
+        .map(|f| (f["asset"].as_str().unwrap(), f["severity"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("h2", "critical"), ("h3", "medium"), ("h1", "low")]);
+    assert!(rest["nextCursor"].is_null(), "{rest}");
+    let finding = &first["items"][0];
+    assert_eq!(finding["checkId"], "C1");
+    assert_eq!(finding["title"], "Check C1 title");
+    assert_eq!(finding["port"], 443);
+    assert_eq!(finding["cvss"], 5.0);
+    assert_eq!(finding["state"], "open");
+    assert!(finding["firstSeen"].as_i64().is_some() && finding["lastSeen"].as_i64().is_some(), "{finding}");
+
+    let (status, body) = gateway.get("/api/findings?cursor=3_x").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("pass back the nextCursor"), "{body}");
+}

@@ -167,3 +167,46 @@ async fn a_key_repeating_after_findings_were_written_early_is_still_folded() {
     assert!(log.contains("writing them while the file loads"), "slices were written early");
     assert!(log.contains("merged after loading instead"), "the early writes were given up");
 }
+
+/// A generic-format scan whose rows carry a state (`open` or `fixed`).
+fn with_states(rows: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut out = String::from("asset,check_id,title,severity,port,protocol,output,state\n");
+    for (asset, check, state) in rows {
+        out.push_str(&format!("{asset},{check},Check {check},high,443,tcp,,{state}\n"));
+    }
+    out.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_first_seen_already_fixed_is_recorded_and_counted_as_resolved() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    let upload = |bytes: Vec<u8>, date: &'static str| {
+        let gateway = &gateway;
+        async move { gateway.upload_ok(bytes, "states.csv", &[("scanDate", date)]).await }
+    };
+    let mut rows: Vec<(&str, &str, &str)> = ["C1", "C2", "C3", "C4", "C5"].iter().map(|c| ("h1", *c, "open")).collect();
+    rows.push(("h1", "C6", "fixed"));
+
+    let id = upload(with_states(&rows), "2026-01-01").await;
+    let s = env.wait_for_terminal(id, Duration::from_secs(30)).await.summary.expect("completed");
+    assert_eq!((s.rows, s.new, s.resolved, s.unchanged), (6, 5, 1, 0), "every row is counted once: {s:?}");
+    let resolved_at: String = sqlx::query_scalar(
+        "SELECT to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM vulnerabilities
+         WHERE check_id = 'C6' AND state = 'resolved'",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(resolved_at, "2026-01-01", "resolved when the scan saw it fixed");
+
+    // Reported fixed again: unchanged. Then open again: reopened.
+    let id = upload(with_states(&rows), "2026-01-08").await;
+    let s = env.wait_for_terminal(id, Duration::from_secs(30)).await.summary.expect("completed");
+    assert_eq!((s.new, s.resolved, s.unchanged, s.reopened), (0, 0, 6, 0), "{s:?}");
+    rows[5].2 = "open";
+    let id = upload(with_states(&rows), "2026-01-15").await;
+    let s = env.wait_for_terminal(id, Duration::from_secs(30)).await.summary.expect("completed");
+    assert_eq!((s.new, s.resolved, s.unchanged, s.reopened), (0, 0, 5, 1), "{s:?}");
+}

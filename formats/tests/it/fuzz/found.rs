@@ -10,22 +10,25 @@ fn rows(bytes: &[u8], chunk: usize) -> Vec<Row> {
     reader.collect::<Result<Vec<Row>, _>>().unwrap()
 }
 
-/// Found by `reader`: with CR-only line ends every record is on line 1, and the reader took
-/// the first record of line 1 (here the preamble's "Report") as the header, so every row was
-/// invalid.
+/// Found by `reader`: with CR-only line ends every record was counted on line 1, and the
+/// reader took the first record of line 1 (here the preamble's "Report") as the header, so
+/// every row was invalid. Lone CRs now end lines, so the header and the row have lines of
+/// their own.
 #[test]
 fn cr_only_line_ends_take_the_header_the_sniffer_found() {
     let bytes = b"Report,04 Feb 2026\r\rQID,Title,Asset Id\r\r38173,SSL Certificate,9001\r";
     let s = sniff(bytes, true, None).unwrap();
-    assert_eq!((s.format, s.header_line), (Format::QualysVmdr, 1));
+    assert_eq!((s.format, s.header_line), (Format::QualysVmdr, 3));
     let t = read_all(bytes, &s, Limits::default()).unwrap();
     assert_eq!((t.findings.len(), t.invalid.len()), (1, 0), "{:?}", t.invalid);
     assert_eq!((t.findings[0].check_id.as_str(), t.findings[0].asset.as_str()), ("38173", "9001"));
+    assert_eq!(t.findings[0].line, 5);
 }
 
 /// Found by `reader`: an empty CR-only line after the header was preamble when the source had
 /// scanned it before the header was read, and a blank row when it had not: the rows depended
-/// on how the upload arrived in chunks.
+/// on how the upload arrived in chunks. With lone CRs ending lines, the rows are those of the
+/// same file with LFs.
 #[test]
 fn empty_cr_lines_after_the_header_do_not_depend_on_chunking() {
     let bytes = b"asset,check_id,title,severity\r\r\rh,1,t,high\r\r";
@@ -33,7 +36,15 @@ fn empty_cr_lines_after_the_header_do_not_depend_on_chunking() {
     for chunk in 1..bytes.len() {
         assert_eq!(rows(bytes, chunk), whole, "{chunk}-byte chunks");
     }
-    assert!(matches!(whole.as_slice(), [Row::Findings(_)]), "{whole:?}");
+    let with_lf: Vec<u8> = bytes.iter().map(|&b| if b == b'\r' { b'\n' } else { b }).collect();
+    assert_eq!(whole, rows(&with_lf, with_lf.len()));
+    assert!(
+        matches!(
+            whole.as_slice(),
+            [Row::Blank { line: 2 }, Row::Blank { line: 3 }, Row::Findings(_), Row::Blank { line: 5 }]
+        ),
+        "{whole:?}"
+    );
 }
 
 /// Found by `reader` in the fix above: the header's names were trimmed twice, and trimming

@@ -133,10 +133,16 @@ fn write_csv(
     writer.write_record(header).expect("writing to memory");
     for record in records {
         writer.flush().expect("writing to memory");
-        lines.push(1 + writer.get_ref().iter().filter(|&&b| b == b'\n').count() as u64);
+        lines.push(1 + line_ends(writer.get_ref()));
         writer.write_record(record).expect("writing to memory");
     }
     (writer.into_inner().expect("writing to memory"), lines)
+}
+
+/// How many physical lines `bytes` ends: each LF, CRLF and lone CR (inside quoted cells too).
+fn line_ends(bytes: &[u8]) -> u64 {
+    let lone_lf = bytes.iter().enumerate().filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+    (bytes.iter().filter(|&&b| b == b'\r').count() + lone_lf.count()) as u64
 }
 
 /// A row's kind, or an invalid row's code, for the outcome tally.

@@ -25,7 +25,8 @@ fn check_sniff(prefix: &[u8], complete: bool, forced: Option<Format>) -> Result<
     match &result {
         Ok(s) => {
             prop_assert!([b',', b';', b'\t', b'|'].contains(&s.delimiter), "delimiter {:?}", s.delimiter);
-            prop_assert_eq!(s.bom, prefix.starts_with(b"\xEF\xBB\xBF"));
+            let bom = [&b"\xEF\xBB\xBF"[..], b"\xFF\xFE", b"\xFE\xFF"].iter().any(|m| prefix.starts_with(m));
+            prop_assert_eq!(s.bom, bom);
             if let Some(forced) = forced {
                 prop_assert_eq!(s.format, forced);
             }
@@ -34,19 +35,23 @@ fn check_sniff(prefix: &[u8], complete: bool, forced: Option<Format>) -> Result<
             for column in s.format.required_columns() {
                 prop_assert!(names.iter().any(|n| n.eq_ignore_ascii_case(column)), "{} without {}", s.format, column);
             }
-            let lines = 1 + prefix.iter().filter(|&&b| b == b'\n').count() as u64;
+            // Every line end (LF, CR, CRLF; in UTF-16 too) has a CR or LF byte.
+            let lines = 1 + prefix.iter().filter(|&&b| b == b'\n' || b == b'\r').count() as u64;
             prop_assert!((1..=lines).contains(&s.header_line), "header on line {} of {}", s.header_line, lines);
         }
         Err(e) => {
             prop_assert!(SNIFF_CODES.contains(&e.code()), "code {}", e.code());
             prop_assert!(!e.to_string().is_empty() && !e.expected().is_empty(), "{:?} says nothing", e);
             match &e {
-                SniffError::Binary { offset } | SniffError::InvalidEncoding { offset } => {
+                SniffError::Binary { offset } | SniffError::InvalidEncoding { offset, .. } => {
                     prop_assert!(*offset < prefix.len() as u64, "offset {} of {} bytes", offset, prefix.len());
                 }
                 SniffError::FormatMismatch { forced: f, .. } => prop_assert_eq!(Some(*f), forced),
                 SniffError::Empty { .. } => {
-                    prop_assert!(prefix.iter().all(|b| b.is_ascii_whitespace() || b"\xEF\xBB\xBF".contains(b)));
+                    // Whitespace and a BOM (UTF-16 spells whitespace with NUL bytes).
+                    prop_assert!(
+                        prefix.iter().all(|b| b.is_ascii_whitespace() || b"\xEF\xBB\xBF\xFF\xFE\0".contains(b))
+                    );
                 }
                 _ => {}
             }

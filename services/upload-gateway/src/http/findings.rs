@@ -5,9 +5,9 @@ use axum::{
     extract::{Query, State},
     routing::get,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize, Serializer};
 
+use super::page::{Cursor, Page, PageQuery, Sizes};
 use crate::{
     error::{ApiError, Result, StepExt},
     state::{AppState, Identity},
@@ -17,19 +17,48 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/api/findings", get(list_findings))
 }
 
+/// The filters of the listing (its paging is a [`PageQuery`]).
 #[derive(Deserialize)]
 struct FindingsQuery {
     /// `open` (default), `resolved` or `all`.
     state: Option<String>,
     /// Comma-separated severities to keep: `info,low,medium,high,critical` or 0–4.
     severity: Option<String>,
-    /// Page size, 1–500 (default 100).
-    limit: Option<i64>,
-    /// From the previous page's `nextCursor`.
-    cursor: Option<String>,
 }
 
+/// Page sizes of the listing.
+const SIZES: Sizes = Sizes { default: 100, max: 500 };
+
 const SEVERITIES: [&str; 5] = ["info", "low", "medium", "high", "critical"];
+
+/// One finding as the listing reads and shows it (fields in the byte order of their JSON names).
+#[derive(sqlx::FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Finding {
+    asset: String,
+    check_id: String,
+    cves: Vec<String>,
+    /// Read as `float8`: the value as it has always been sent (a `real` widened).
+    cvss: Option<f64>,
+    /// ms since the epoch.
+    first_seen: i64,
+    id: i64,
+    /// ms since the epoch.
+    last_seen: i64,
+    port: i32,
+    protocol: String,
+    scanner: String,
+    /// 0–4 in the table, its name on the wire.
+    #[serde(serialize_with = "severity_name")]
+    severity: i16,
+    state: String,
+    /// The check's title, or its id when the scanner gave none.
+    title: String,
+}
+
+fn severity_name<S: Serializer>(severity: &i16, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(SEVERITIES[(*severity).clamp(0, 4) as usize])
+}
 
 fn parse_severities(raw: Option<&str>) -> Result<Vec<i16>> {
     let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else { return Ok(vec![0, 1, 2, 3, 4]) };
@@ -52,7 +81,8 @@ async fn list_findings(
     State(state): State<AppState>,
     identity: Identity,
     Query(query): Query<FindingsQuery>,
-) -> Result<Json<Value>> {
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<Finding>>> {
     let states: &[&str] = match query.state.as_deref().unwrap_or("open") {
         "open" => &["open"],
         "resolved" => &["resolved"],
@@ -64,24 +94,12 @@ async fn list_findings(
         }
     };
     let severities = parse_severities(query.severity.as_deref())?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest { message: format!("limit {limit} is out of range; expected 1 to 500") });
-    }
-    let (before_severity, before_id) = match query.cursor.as_deref() {
-        None | Some("") => (i16::MAX, i64::MAX),
-        Some(c) => c.split_once('_').and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?))).ok_or_else(|| {
-            ApiError::BadRequest {
-                message: format!("cursor {c:?} is malformed; pass back the previous page's nextCursor"),
-            }
-        })?,
-    };
-    type FindingRow =
-        (i64, String, String, String, i32, String, Vec<String>, i16, Option<f32>, String, String, i64, i64);
-    let rows: Vec<FindingRow> = sqlx::query_as(
-        "SELECT v.id, v.scanner, v.asset, v.check_id, v.port, v.protocol, v.cves, v.severity, v.cvss,
-                coalesce(c.title, v.check_id), v.state,
-                (extract(epoch FROM v.first_seen) * 1000)::bigint, (extract(epoch FROM v.last_seen) * 1000)::bigint
+    let window = paging.window(SIZES, Cursor(i16::MAX, i64::MAX))?;
+    let rows: Vec<Finding> = sqlx::query_as(
+        "SELECT v.id, v.scanner, v.asset, v.check_id, v.port, v.protocol, v.cves, v.severity, v.cvss::float8 AS cvss,
+                coalesce(c.title, v.check_id) AS title, v.state,
+                (extract(epoch FROM v.first_seen) * 1000)::bigint AS first_seen,
+                (extract(epoch FROM v.last_seen) * 1000)::bigint AS last_seen
          FROM vulnerabilities v
          LEFT JOIN scanner_checks c ON c.scanner = v.scanner AND c.check_id = v.check_id
          WHERE v.tenant = $1 AND v.state = ANY($2) AND v.severity = ANY($3)
@@ -92,24 +110,39 @@ async fn list_findings(
     .bind(&identity.tenant)
     .bind(states)
     .bind(&severities)
-    .bind(before_severity)
-    .bind(before_id)
-    .bind(limit + 1)
+    .bind(window.before.0)
+    .bind(window.before.1)
+    .bind(window.fetch())
     .fetch_all(&state.db)
     .await
     .step("listing findings")?;
-    let has_more = rows.len() as i64 > limit;
-    let rows = &rows[..rows.len().min(limit as usize)];
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|(id, scanner, asset, check_id, port, protocol, cves, severity, cvss, title, state, first, last)| {
-            json!({
-                "id": id, "scanner": scanner, "asset": asset, "checkId": check_id, "port": port, "protocol": protocol,
-                "cves": cves, "severity": SEVERITIES[(*severity).clamp(0, 4) as usize], "cvss": cvss, "title": title,
-                "state": state, "firstSeen": first, "lastSeen": last,
-            })
-        })
-        .collect();
-    let next_cursor = if has_more { rows.last().map(|r| format!("{}_{}", r.7, r.0)) } else { None };
-    Ok(Json(json!({ "items": items, "nextCursor": next_cursor })))
+    Ok(Json(window.page(rows, |f| Cursor(f.severity, f.id), |f| f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_is_sent_as_the_sorted_json_it_always_was() {
+        let finding = Finding {
+            asset: "h1".into(),
+            check_id: "C1".into(),
+            cves: vec!["CVE-2024-1".into()],
+            cvss: Some(f64::from(9.8_f32)),
+            first_seen: 1,
+            id: 7,
+            last_seen: 2,
+            port: 443,
+            protocol: "tcp".into(),
+            scanner: "generic".into(),
+            severity: 9,
+            state: "open".into(),
+            title: "T".into(),
+        };
+        let typed = serde_json::to_string(&finding).unwrap();
+        let as_value = serde_json::to_value(&finding).unwrap().to_string();
+        assert_eq!(typed, as_value, "fields in the byte order of their names");
+        assert!(typed.contains(r#""cvss":9.800000190734863"#) && typed.contains(r#""severity":"critical""#), "{typed}");
+    }
 }

@@ -7,12 +7,16 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
-use shared::events::{ErrorInfo, Metadata, ProgressEvent, Status, Summary};
+use serde::Serialize;
+use shared::{
+    ProgressRow,
+    events::{ErrorInfo, ProgressEvent, Summary},
+    import_row::COLUMNS,
+};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
+use super::page::{Cursor, Page, PageQuery, Sizes, sorted};
 use crate::{
     error::{ApiError, Result, StepExt},
     state::{AppState, Identity},
@@ -26,103 +30,80 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/imports/{id}/cancel", post(cancel_import))
 }
 
-/// The columns of `imports` that the API shows.
+/// The columns of `imports` that the API shows: the event's, and who owns it and when.
 #[derive(sqlx::FromRow)]
 struct ImportRow {
-    id: Uuid,
+    /// What the event is made from ([`COLUMNS`]).
+    #[sqlx(flatten)]
+    record: ProgressRow,
     owner: String,
     tenant: String,
-    filename: String,
-    format: String,
-    scan_date: String,
-    size_bytes: i64,
-    status: String,
-    phase: String,
-    progress: f64,
-    processed_rows: i64,
-    total_rows: Option<i64>,
-    bytes_processed: i64,
-    attempts: i32,
-    last_seq: i64,
-    message: String,
-    summary: Option<Value>,
-    error: Option<Value>,
     created_ms: i64,
-    updated_ms: i64,
     finished_ms: Option<i64>,
 }
 
-const IMPORT_COLUMNS: &str = r#"id, owner, tenant, filename, format,
-    to_char(scan_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS scan_date,
-    size_bytes, status, phase, progress, processed_rows, total_rows, bytes_processed, attempts, last_seq, message,
-    summary, error,
-    (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
-    (extract(epoch FROM coalesce(finished_at, started_at, created_at)) * 1000)::bigint AS updated_ms,
+/// The columns of [`ImportRow`] besides [`COLUMNS`].
+const OWNER_COLUMNS: &str = r#"owner, tenant, (extract(epoch FROM created_at) * 1000)::bigint AS created_ms,
     (extract(epoch FROM finished_at) * 1000)::bigint AS finished_ms"#;
 
 impl ImportRow {
     /// The event a client would have seen last, rebuilt from the row (when the snapshot expired).
     fn to_event(&self) -> ProgressEvent {
-        let status = Status::parse(&self.status).unwrap_or(Status::Queued);
-        ProgressEvent {
-            session_id: self.id,
-            seq: self.last_seq as u64,
-            status,
-            phase: shared::Phase::parse(&self.phase).unwrap_or(shared::Phase::Queued),
-            progress: self.progress,
-            message: self.message.clone(),
-            processed_rows: self.processed_rows as u64,
-            total_rows: self.total_rows.map(|n| n as u64),
-            bytes_processed: self.bytes_processed as u64,
-            total_bytes: self.size_bytes as u64,
-            eta_seconds: None,
-            rows_per_second: self
-                .summary
-                .as_ref()
-                .and_then(|s| s.get("rowsPerSecond"))
-                .and_then(Value::as_f64)
-                .unwrap_or_default(),
-            attempt: self.attempts.max(1) as u32,
-            timestamp: self.updated_ms,
-            metadata: Metadata {
-                operation: "csv-import".into(),
-                filename: self.filename.clone(),
-                format: self.format.clone(),
-                scan_date: self.scan_date.clone(),
-                current_step: 0,
-                total_steps: 4,
-            },
-            summary: self.summary.clone().and_then(|v| serde_json::from_value::<Summary>(v).ok()),
-            error: self.error.clone().and_then(|v| serde_json::from_value::<ErrorInfo>(v).ok()),
-            partial_results: None,
-        }
+        self.record.event()
     }
 
-    fn history_item(&self) -> Value {
-        json!({
-            "sessionId": self.id,
-            "filename": self.filename,
-            "format": self.format,
-            "scanDate": self.scan_date,
-            "status": self.status,
-            "phase": self.phase,
-            "progress": self.progress,
-            "processedRows": self.processed_rows,
-            "totalRows": self.total_rows,
-            "sizeBytes": self.size_bytes,
-            "attempts": self.attempts,
-            "summary": self.summary,
-            "error": self.error,
-            "createdAt": self.created_ms,
-            "finishedAt": self.finished_ms,
-            "durationMs": self.finished_ms.map(|f| f - self.created_ms),
-        })
+    fn into_history_item(self) -> HistoryItem {
+        let record = self.record;
+        HistoryItem {
+            attempts: record.attempts,
+            created_at: self.created_ms,
+            duration_ms: self.finished_ms.map(|f| f - self.created_ms),
+            error: record.error.map(|e| e.0),
+            filename: record.filename,
+            finished_at: self.finished_ms,
+            format: record.format,
+            phase: record.phase,
+            processed_rows: record.processed_rows,
+            progress: record.progress,
+            scan_date: record.scan_date,
+            session_id: record.id,
+            size_bytes: record.size_bytes,
+            status: record.status,
+            summary: record.summary.map(|s| s.0),
+            total_rows: record.total_rows,
+        }
     }
+}
+
+/// One import in the history (fields in the byte order of their JSON names).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryItem {
+    attempts: i32,
+    /// ms since the epoch.
+    created_at: i64,
+    duration_ms: Option<i64>,
+    #[serde(serialize_with = "sorted")]
+    error: Option<ErrorInfo>,
+    filename: String,
+    /// ms since the epoch.
+    finished_at: Option<i64>,
+    format: String,
+    phase: String,
+    processed_rows: i64,
+    progress: f64,
+    scan_date: String,
+    session_id: Uuid,
+    size_bytes: i64,
+    status: String,
+    #[serde(serialize_with = "sorted")]
+    summary: Option<Summary>,
+    total_rows: Option<i64>,
 }
 
 async fn load_import(state: &AppState, identity: &Identity, id: Uuid) -> Result<ImportRow> {
     let row: Option<ImportRow> =
-        sqlx::query_as(AssertSqlSafe(format!("SELECT {IMPORT_COLUMNS} FROM imports WHERE id = $1")))
+        sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS}, {OWNER_COLUMNS} FROM imports WHERE id = $1")))
             .bind(id)
             .fetch_optional(&state.db)
             .await
@@ -160,35 +141,18 @@ async fn get_import(
     }))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    /// Page size, 1–200 (default 50).
-    limit: Option<i64>,
-    /// Cursor from the previous page's `nextCursor`.
-    cursor: Option<String>,
-}
+/// Page sizes of the history.
+const HISTORY_SIZES: Sizes = Sizes { default: 50, max: 200 };
 
 /// `GET /api/imports`: the caller's imports (a tenant admin: the tenant's), newest first.
 async fn list_imports(
     State(state): State<AppState>,
     identity: Identity,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Value>> {
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::BadRequest { message: format!("limit {limit} is out of range; expected 1 to 200") });
-    }
-    let (before_ms, before_id) = match query.cursor.as_deref() {
-        None | Some("") => (i64::MAX, Uuid::max()),
-        Some(cursor) => cursor
-            .split_once('_')
-            .and_then(|(ms, id)| Some((ms.parse().ok()?, Uuid::parse_str(id).ok()?)))
-            .ok_or_else(|| ApiError::BadRequest {
-                message: format!("cursor {cursor:?} is malformed; pass back the nextCursor of the previous page"),
-            })?,
-    };
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<HistoryItem>>> {
+    let window = paging.window(HISTORY_SIZES, Cursor(i64::MAX, Uuid::max()))?;
     let rows: Vec<ImportRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {IMPORT_COLUMNS} FROM imports
+        "SELECT {COLUMNS}, {OWNER_COLUMNS} FROM imports
          WHERE tenant = $1 AND ($2 OR owner = $3)
            AND ((extract(epoch FROM created_at) * 1000)::bigint, id) < ($4, $5)
          ORDER BY created_at DESC, id DESC LIMIT $6"
@@ -196,19 +160,13 @@ async fn list_imports(
     .bind(&identity.tenant)
     .bind(identity.admin)
     .bind(&identity.user)
-    .bind(before_ms)
-    .bind(before_id)
-    .bind(limit + 1)
+    .bind(window.before.0)
+    .bind(window.before.1)
+    .bind(window.fetch())
     .fetch_all(&state.db)
     .await
     .step("listing imports")?;
-    let has_more = rows.len() as i64 > limit;
-    let items: Vec<Value> = rows.iter().take(limit as usize).map(ImportRow::history_item).collect();
-    let next_cursor = has_more.then(|| {
-        let last = &rows[limit as usize - 1];
-        format!("{}_{}", last.created_ms, last.id)
-    });
-    Ok(Json(json!({ "items": items, "nextCursor": next_cursor })))
+    Ok(Json(window.page(rows, |row| Cursor(row.created_ms, row.record.id), ImportRow::into_history_item)))
 }
 
 /// `GET /api/imports/{id}/errors`: the invalid rows that were skipped (capped per import).
@@ -216,10 +174,10 @@ async fn list_row_errors(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RowErrors>> {
     let id = parse_id(&id)?;
     let row = load_import(&state, &identity, id).await?;
-    let errors: Vec<(i64, String, String, String, String, String)> = sqlx::query_as(
+    let items: Vec<RowError> = sqlx::query_as(
         "SELECT line, column_name, value, code, expected, message FROM import_row_errors
          WHERE import_id = $1 ORDER BY line LIMIT 10000",
     )
@@ -227,14 +185,32 @@ async fn list_row_errors(
     .fetch_all(&state.db)
     .await
     .step("reading row errors")?;
-    let items: Vec<Value> = errors
-        .into_iter()
-        .map(|(line, column, value, code, expected, message)| {
-            json!({ "line": line, "column": column, "value": value, "code": code, "expected": expected, "message": message })
-        })
-        .collect();
-    let total = row.summary.as_ref().and_then(|s| s.get("validationErrors")).cloned().unwrap_or(json!(items.len()));
-    Ok(Json(json!({ "sessionId": id, "total": total, "items": items })))
+    // The table is capped; the summary counts every invalid row.
+    let total = row.record.summary.map_or(items.len() as u64, |s| s.0.validation_errors);
+    Ok(Json(RowErrors { items, session_id: id, total }))
+}
+
+/// The skipped rows of one import (fields in the byte order of their JSON names).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RowErrors {
+    /// The first rows, by line.
+    items: Vec<RowError>,
+    session_id: Uuid,
+    /// Invalid rows in the file, listed or not.
+    total: u64,
+}
+
+/// One skipped row, as `import_row_errors` holds it and the API shows it.
+#[derive(sqlx::FromRow, Serialize)]
+struct RowError {
+    code: String,
+    #[sqlx(rename = "column_name")]
+    column: String,
+    expected: String,
+    line: i64,
+    message: String,
+    value: String,
 }
 
 /// `POST /api/imports/{id}/cancel`: records the request; the worker (or, while the import is
@@ -243,12 +219,11 @@ async fn cancel_import(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Cancelling>)> {
     let id = parse_id(&id)?;
     let row = load_import(&state, &identity, id).await?;
-    let status = Status::parse(&row.status).unwrap_or(Status::Queued);
-    if status.is_terminal() {
-        return Err(ApiError::AlreadyFinished { id, status: row.status });
+    if row.record.status().is_terminal() {
+        return Err(ApiError::AlreadyFinished { id, status: row.record.status });
     }
     sqlx::query("UPDATE imports SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1")
         .bind(id)
@@ -257,5 +232,66 @@ async fn cancel_import(
         .step("recording cancel request")?;
     state.nats.request_cancel(id, &identity.user).await.step("publishing cancel request")?;
     tracing::info!(%id, user = %identity.user, "cancel requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "sessionId": id, "status": "cancelling" }))))
+    Ok((StatusCode::ACCEPTED, Json(Cancelling { session_id: id, status: "cancelling" })))
+}
+
+/// The answer to a cancel request (fields in the byte order of their JSON names).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Cancelling {
+    session_id: Uuid,
+    status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a body had when it was built as a `serde_json::Value` (sorted objects).
+    fn as_value(body: &impl Serialize) -> String {
+        serde_json::to_value(body).unwrap().to_string()
+    }
+
+    #[test]
+    fn history_items_row_errors_and_cancels_are_sent_as_the_sorted_json_they_always_were() {
+        let summary = Summary { new: 3, validation_errors: 1, rows_per_second: 1.5, ..Summary::default() };
+        for (summary, finished_at) in [(Some(summary), Some(20)), (None, None)] {
+            let item = HistoryItem {
+                attempts: 1,
+                created_at: 10,
+                duration_ms: finished_at.map(|f| f - 10),
+                error: None,
+                filename: "a.csv".into(),
+                finished_at,
+                format: "generic".into(),
+                phase: "complete".into(),
+                processed_rows: 4,
+                progress: 100.0,
+                scan_date: "2026-01-01T00:00:00Z".into(),
+                session_id: Uuid::nil(),
+                size_bytes: 99,
+                status: "completed".into(),
+                summary,
+                total_rows: None,
+            };
+            let typed = serde_json::to_string(&item).unwrap();
+            assert_eq!(typed, as_value(&item));
+            assert!(typed.contains(r#""error":null"#) && typed.contains(r#""totalRows":null"#), "nulls stay: {typed}");
+        }
+        let errors = RowErrors {
+            items: vec![RowError {
+                code: "INVALID_PORT".into(),
+                column: "port".into(),
+                expected: "0-65535".into(),
+                line: 5,
+                message: "bad".into(),
+                value: "70000".into(),
+            }],
+            session_id: Uuid::nil(),
+            total: 1,
+        };
+        assert_eq!(serde_json::to_string(&errors).unwrap(), as_value(&errors));
+        let cancelling = Cancelling { session_id: Uuid::nil(), status: "cancelling" };
+        assert_eq!(serde_json::to_string(&cancelling).unwrap(), as_value(&cancelling));
+    }
 }

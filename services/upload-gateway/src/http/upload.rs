@@ -14,10 +14,10 @@ use axum::{
 };
 use formats::{Format, Sniffed};
 use futures::TryStreamExt;
-use serde_json::{Value, json};
+use serde::Serialize;
 use shared::{
     ImportJob, Phase, ProgressEvent, Status,
-    events::{Metadata, now_ms},
+    events::Metadata,
     names,
     telemetry::{TRACEPARENT, TraceContext},
 };
@@ -92,7 +92,7 @@ async fn create_import(
     headers: HeaderMap,
     overflow: Option<Extension<Overflow>>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<Queued>)> {
     let started = Instant::now();
     // Join the caller's trace when it sent one; the job and the events carry this span's context.
     let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
@@ -155,7 +155,7 @@ async fn upload(
     overflow: Overflow,
     trace: TraceContext,
     dropped: CancellationToken,
-) -> Result<(Value, u64)> {
+) -> Result<(Queued, u64)> {
     let (form, mut stored) = read_form(&state, &mut multipart, dropped).await.map_err(|err| {
         if overflow.happened() {
             ApiError::BadRequest {
@@ -310,19 +310,11 @@ fn interrupted(reason: &str) -> ApiError {
 /// A format chosen in a field sent after the file is checked against the header read then.
 fn check_forced_format(form: &Form, sniffed: &Sniffed) -> Result<()> {
     let Some(forced) = form.format else { return Ok(()) };
-    if forced == sniffed.format {
-        return Ok(());
-    }
-    let header: Vec<String> = sniffed.header.iter().map(|h| h.trim().to_lowercase()).collect();
-    let missing: Vec<&str> =
-        forced.required_columns().iter().copied().filter(|c| !header.contains(&c.to_lowercase())).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::Unprocessable {
-        code: "FORMAT_MISMATCH",
-        message: format!("the file's header does not match format {forced}: missing columns {}", missing.join(", ")),
-        expected: format!("a {forced} header with columns {}", forced.required_columns().join(", ")),
+    formats::check_forced_format(forced, sniffed).map_err(|err| ApiError::Unprocessable {
+        code: err.code(),
+        // The message quotes the header's names, and one of them may be a megabyte long.
+        message: input::cut(&err.to_string(), 1000),
+        expected: err.expected(),
     })
 }
 
@@ -343,7 +335,7 @@ async fn queue_import(
     form: Form,
     stored: &Stored,
     trace: TraceContext,
-) -> Result<Value> {
+) -> Result<Queued> {
     let id = form.session_id.unwrap_or_else(Uuid::now_v7);
     tracing::Span::current().record("session_id", tracing::field::display(id));
     let format = form.format.unwrap_or(stored.sniffed.format);
@@ -393,14 +385,30 @@ async fn queue_import(
         return Err(ApiError::Unavailable { step: "queueing the import", cause });
     }
     tracing::info!(%id, format = format.name(), bytes = stored.size, filename = %stored.filename, "import queued");
-    Ok(json!({
-        "sessionId": id,
-        "status": "queued",
-        "statusUrl": format!("/api/imports/{id}"),
-        "format": format.name(),
-        "sizeBytes": stored.size,
-        "sha256": stored.sha256,
-    }))
+    Ok(Queued {
+        format: format.name(),
+        session_id: id,
+        sha256: stored.sha256.clone(),
+        size_bytes: stored.size,
+        status: "queued",
+        status_url: format!("/api/imports/{id}"),
+    })
+}
+
+/// The answer to an accepted upload, `202` (fields in the byte order of their JSON names).
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Queued {
+    /// The format the file was read as.
+    format: &'static str,
+    /// The import id: the client's `sessionId`, or one chosen here.
+    session_id: Uuid,
+    /// Of the stored file, hex.
+    sha256: String,
+    size_bytes: u64,
+    status: &'static str,
+    /// Where to poll the import's latest event.
+    status_url: String,
 }
 
 /// Deletes the row of an import whose job could not be queued, retrying briefly: a row left
@@ -456,31 +464,30 @@ async fn normalise_scan_date(state: &AppState, raw: Option<&str>) -> Result<Stri
 }
 
 fn queued_event(id: Uuid, stored: &Stored, format: Format, scan_date: &str) -> ProgressEvent {
+    let metadata = Metadata::new(&stored.filename, format.name(), scan_date, Phase::Queued.step());
     ProgressEvent {
-        session_id: id,
-        seq: 1,
-        status: Status::Queued,
-        phase: Phase::Queued,
-        progress: 0.0,
         message: "Queued; waiting for a worker".into(),
-        processed_rows: 0,
-        total_rows: None,
-        bytes_processed: 0,
         total_bytes: stored.size,
-        eta_seconds: None,
-        rows_per_second: 0.0,
-        attempt: 0,
-        timestamp: now_ms(),
-        metadata: Metadata {
-            operation: "csv-import".into(),
-            filename: stored.filename.clone(),
-            format: format.name().into(),
-            scan_date: scan_date.into(),
-            current_step: 0,
-            total_steps: 4,
-        },
-        summary: None,
-        error: None,
-        partial_results: None,
+        ..ProgressEvent::new(id, 1, Status::Queued, Phase::Queued, metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accepted_answer_is_sent_as_the_sorted_json_it_always_was() {
+        let queued = Queued {
+            format: "generic",
+            session_id: Uuid::nil(),
+            sha256: "ab".into(),
+            size_bytes: 7,
+            status: "queued",
+            status_url: format!("/api/imports/{}", Uuid::nil()),
+        };
+        let typed = serde_json::to_string(&queued).unwrap();
+        assert_eq!(typed, serde_json::to_value(&queued).unwrap().to_string());
+        assert!(typed.starts_with(r#"{"format":"generic","sessionId":"#), "{typed}");
     }
 }

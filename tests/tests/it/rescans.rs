@@ -1,0 +1,173 @@
+//! Weekly rescans: a generated scan, the same file again, next week's scan (findings gone,
+//! changed and new) and the first file back again give exactly the lifecycle counts the
+//! generator expects; a cancel or a killed worker in the middle of a rescan's merge leaves the
+//! final tables as they were, and the retry gives the same counts; the rescan migration keeps
+//! the findings a database already holds.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bench::{
+    generate::{self, GenerateArgs},
+    weeks::{self, Counts, Expected, Mix},
+};
+use hexflow_tests::{GatewayHandle, TestEnv};
+use shared::{Phase, ProgressEvent, Status};
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// Scan dates a week apart, as weekly scans are.
+const WEEKS: [&str; 3] = ["2026-01-15", "2026-01-22", "2026-01-29"];
+
+/// A generated series in the test's directory: the first file, next week's and the counts.
+struct Series {
+    first: PathBuf,
+    next_week: PathBuf,
+    expected: Expected,
+}
+
+/// Writes a scan of `rows` rows over `hosts` hosts and next week's (5 % gone, 10 % changed,
+/// 5 % new).
+fn series(env: &TestEnv, rows: u64, hosts: u64) -> Series {
+    std::fs::create_dir_all(env.dir()).unwrap();
+    let first = env.dir().join("week1.csv");
+    let args = GenerateArgs {
+        rows,
+        out: first.clone(),
+        seed: 7,
+        hosts,
+        cve_percent: 70,
+        output_max: 600,
+        next_week: Some(Mix { gone: 5.0, changed: 10.0, new: 5.0 }),
+    };
+    generate::run(&args).unwrap();
+    let expected = Expected::read(&first).unwrap();
+    Series { next_week: weeks::sidecars(&first).0, first, expected }
+}
+
+/// Uploads `path` with `scan_date` and waits for its terminal event.
+async fn import(env: &TestEnv, gateway: &GatewayHandle, path: &Path, scan_date: &str) -> ProgressEvent {
+    let id = Uuid::now_v7();
+    let (status, body) = gateway.upload_path(path, &[("sessionId", &id.to_string()), ("scanDate", scan_date)]).await;
+    assert_eq!(status, 202, "{body}");
+    env.wait_for_terminal(id, LIMIT).await
+}
+
+fn counts(done: &ProgressEvent) -> Counts {
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    Counts::of(done.summary.as_ref().expect("a completed import has a summary"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekly_series_gives_exactly_the_expected_lifecycle_counts() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 6_000, 60);
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.identical);
+    let unchanged_before = env.scalar("SELECT count(*) FROM vulnerabilities WHERE last_seen = '2026-01-15'").await;
+    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
+
+    let e = s.expected;
+    let open = env.scalar("SELECT count(*) FROM vulnerabilities WHERE state = 'open'").await as u64;
+    let resolved = env.scalar("SELECT count(*) FROM vulnerabilities WHERE state = 'resolved'").await as u64;
+    assert_eq!(open, e.first.new, "every finding of the first file is open again");
+    assert_eq!(resolved, e.back_again.resolved, "next week's new findings are resolved");
+    assert_eq!(unchanged_before as u64, e.first.new, "the identical re-import moved no last_seen");
+    let seen_last = env.scalar("SELECT count(*) FROM vulnerabilities WHERE last_seen = '2026-01-29'").await as u64;
+    assert_eq!(seen_last, e.first.new, "the findings seen in the last scan carry its date");
+}
+
+/// Imports the first file, then starts next week's in a worker that pauses before each merge
+/// step, and returns the findings as they were before it with the session id.
+async fn rescan_paused_in_the_merge(env: &TestEnv, gateway: &GatewayHandle, s: &Series) -> (Vec<String>, Uuid) {
+    assert_eq!(counts(&import(env, gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    let before = env.findings_dump().await;
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+    let fields = [("sessionId", id.to_string()), ("scanDate", WEEKS[1].to_owned())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = gateway.upload_path(&s.next_week, &fields).await;
+    assert_eq!(status, 202, "{body}");
+    log.wait_for(LIMIT, |e| e.phase == Phase::Processing && e.message.starts_with("Resolving")).await;
+    (before, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_cancelled_in_its_merge_leaves_the_findings_and_the_retry_counts_the_same() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let worker = env.worker_with(|c| c.test_merge_step_delay_ms = 500).await;
+    let (before, id) = rescan_paused_in_the_merge(&env, &gateway, &s).await;
+
+    let (status, body) = gateway.post(&format!("/api/imports/{id}/cancel")).await;
+    assert_eq!(status, 202, "{body}");
+    let done = env.wait_for_terminal(id, LIMIT).await;
+    assert_eq!(done.status, Status::Cancelled, "{:#?}", done.error);
+    assert_eq!(env.findings_dump().await, before, "the final tables are as they were");
+    assert!(!env.staging_exists(id).await);
+    worker.stop().await;
+
+    let _worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_in_a_rescans_merge_leaves_the_findings_and_the_redelivery_counts_the_same() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let mut doomed =
+        env.worker_process(&[("HEXFLOW_WORKER_ACK_WAIT_SECS", "2"), ("HEXFLOW_TEST_MERGE_STEP_DELAY_MS", "1000")]);
+    doomed.wait_ready(Duration::from_secs(30)).await;
+    let (before, id) = rescan_paused_in_the_merge(&env, &gateway, &s).await;
+
+    doomed.kill();
+    assert_eq!(env.findings_dump().await, before, "the killed attempt's merge was rolled back");
+    let _worker = env.worker_with(|c| c.ack_wait_secs = 2).await;
+    let done = env.wait_for_terminal(id, LIMIT).await;
+    assert_eq!(done.attempt, 2, "the job was delivered again");
+    assert_eq!(counts(&done), s.expected.next_week);
+    assert!(!env.staging_exists(id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rescan_migration_keeps_the_findings_a_database_holds() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    worker.stop().await;
+    // The database as the previous schema left it: findings packed full, imports without the
+    // merge's time, the migration not applied.
+    for sql in [
+        "ALTER TABLE vulnerabilities RESET (fillfactor)",
+        "VACUUM FULL vulnerabilities",
+        "ALTER TABLE imports DROP COLUMN merge_ms, DROP COLUMN merge_kind",
+        "DELETE FROM _sqlx_migrations WHERE version = 20261201000001",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&env.db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let before = env.findings_dump().await;
+
+    shared::db::MIGRATOR.run(&env.db).await.expect("the migration applies to a database holding findings");
+    assert_eq!(env.findings_dump().await, before, "the migration changes no finding");
+    let options = env
+        .scalar(
+            "SELECT count(*) FROM pg_class WHERE relname = 'vulnerabilities' AND 'fillfactor=50' = ANY (reloptions)",
+        )
+        .await;
+    assert_eq!(options, 1, "findings keep room for their next version");
+    let _worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
+    let unknown_time = env.scalar("SELECT count(*) FROM imports WHERE merge_ms IS NULL").await;
+    assert_eq!(unknown_time, 1, "the import from before the migration has no merge time; later ones have");
+}
