@@ -529,31 +529,11 @@ async fn insert_imports(url: &str, sessions: &[Uuid], owners: &[(String, String)
 fn template(id: Uuid, seq: u64, status: Status, phase: Phase) -> ProgressEvent {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or_default();
     ProgressEvent {
-        session_id: id,
-        seq,
-        status,
-        phase,
-        progress: 0.0,
         message: format!("bench {now:.3}"),
-        processed_rows: 0,
-        total_rows: None,
-        bytes_processed: 0,
         total_bytes: 1 << 30,
-        eta_seconds: None,
-        rows_per_second: 0.0,
         attempt: 1,
         timestamp: now.floor() as i64,
-        metadata: Metadata {
-            operation: "csv-import".into(),
-            filename: "bench.csv".into(),
-            format: "nessus".into(),
-            scan_date: "2026-01-01T00:00:00Z".into(),
-            current_step: 2,
-            total_steps: 4,
-        },
-        summary: None,
-        error: None,
-        partial_results: None,
+        ..ProgressEvent::new(id, seq, status, phase, Metadata::new("bench.csv", "nessus", "2026-01-01T00:00:00Z", 2))
     }
 }
 

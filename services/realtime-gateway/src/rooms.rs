@@ -191,19 +191,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::Status;
+    use shared::{Metadata, Phase, Status};
 
     fn event(seq: u64, status: Status) -> ProgressEvent {
-        let mut event: ProgressEvent = serde_json::from_value(serde_json::json!({
-            "sessionId": Uuid::nil(), "seq": seq, "status": "processing", "phase": "loading", "progress": 1.0,
-            "message": "", "processedRows": 0, "totalRows": null, "bytesProcessed": 0, "totalBytes": 0,
-            "etaSeconds": null, "rowsPerSecond": 0.0, "attempt": 1, "timestamp": 0,
-            "metadata": { "operation": "csv-import", "filename": "a.csv", "format": "generic", "scanDate": "",
-                          "currentStep": 2, "totalSteps": 4 }
-        }))
-        .unwrap();
-        event.status = status;
-        event
+        ProgressEvent {
+            progress: 1.0,
+            attempt: 1,
+            timestamp: 0,
+            ..ProgressEvent::new(Uuid::nil(), seq, status, Phase::Loading, Metadata::new("a.csv", "generic", "", 2))
+        }
     }
 
     #[tokio::test]

@@ -157,31 +157,10 @@ mod tests {
 
     fn event(seq: u64, status: Status) -> ProgressEvent {
         ProgressEvent {
-            session_id: Uuid::nil(),
-            seq,
-            status,
-            phase: Phase::Loading,
             progress: seq as f64,
-            message: String::new(),
-            processed_rows: 0,
-            total_rows: None,
-            bytes_processed: 0,
-            total_bytes: 0,
-            eta_seconds: None,
-            rows_per_second: 0.0,
             attempt: 1,
             timestamp: 0,
-            metadata: Metadata {
-                operation: "csv-import".into(),
-                filename: "a.csv".into(),
-                format: "generic".into(),
-                scan_date: String::new(),
-                current_step: 2,
-                total_steps: 4,
-            },
-            summary: None,
-            error: None,
-            partial_results: None,
+            ..ProgressEvent::new(Uuid::nil(), seq, status, Phase::Loading, Metadata::new("a.csv", "generic", "", 2))
         }
     }
 
