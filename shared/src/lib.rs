@@ -13,8 +13,11 @@
 //! - [`bus`]: connect, provision, progress snapshots, cancel requests.
 //! - [`db`]: pool, start-up wait, `MIGRATOR`.
 //! - [`metrics`], [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`backoff`]: jittered exponential waits between retries.
+//! - [`open_files`]: the open-file limit raised at start-up, and the connection cap from it.
 
 pub mod auth;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -71,13 +71,17 @@ mod tests {
 
     #[test]
     fn raise_lifts_the_soft_limit_to_the_hard_one() {
-        // A child process started under a soft limit of 64 (the shell lowers it before exec), so
-        // this test process's own limit is left alone and the raise has work to do.
+        if std::env::var(CHILD).as_deref() == Ok("1") {
+            return raising_in_this_process();
+        }
+        // The same test again in a child process started under a soft limit of 64 (the shell
+        // lowers it before exec), so this test process's own limit is left alone and the raise
+        // has work to do.
         let exe = std::env::current_exe().expect("the test binary's path");
         let output = std::process::Command::new("sh")
             .args(["-c", r#"ulimit -Sn 64 && exec "$0" "$@""#])
             .arg(exe)
-            .args(["--exact", "open_files::tests::raising_in_a_child", "--ignored", "--nocapture"])
+            .args(["--exact", "open_files::tests::raise_lifts_the_soft_limit_to_the_hard_one", "--nocapture"])
             .env(CHILD, "1")
             .output()
             .expect("starting the child test process");
@@ -86,11 +90,8 @@ mod tests {
         assert!(said.contains("1 passed"), "the child test did not run:\n{said}");
     }
 
-    /// Run by [`raise_lifts_the_soft_limit_to_the_hard_one`] in a child with a low soft limit.
-    #[test]
-    #[ignore = "runs in the child process of raise_lifts_the_soft_limit_to_the_hard_one"]
-    fn raising_in_a_child() {
-        assert_eq!(std::env::var(CHILD).as_deref(), Ok("1"), "run by raise_lifts_the_soft_limit_to_the_hard_one");
+    /// What the child process of [`raise_lifts_the_soft_limit_to_the_hard_one`] checks.
+    fn raising_in_this_process() {
         let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
         assert!(soft < hard, "the child starts below its hard limit ({soft} of {hard})");
 

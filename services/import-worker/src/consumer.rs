@@ -9,7 +9,9 @@ use shared::names;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Worker, backoff::Backoff, job};
+use shared::backoff::Backoff;
+
+use crate::{Worker, job};
 
 /// Waits after failed fetches of jobs (a broker restart): up to 400 ms, doubling, up to 5 s.
 const FETCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(5));

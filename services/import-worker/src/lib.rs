@@ -39,7 +39,6 @@
 //! - `stall`: telling watchers when the worker holding an import stopped responding.
 
 mod attempt;
-mod backoff;
 mod cancel;
 pub mod config;
 mod consumer;

@@ -10,8 +10,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
+use shared::backoff::Backoff;
+
 use crate::{
-    backoff::Backoff,
     error::{JobError, Result},
     estimate::MergeKind,
     import::Import,

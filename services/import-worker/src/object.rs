@@ -10,10 +10,9 @@ use shared::{Nats, names};
 use tokio::{io::AsyncRead, sync::mpsc};
 use tokio_util::io::StreamReader;
 
-use crate::{
-    backoff::Backoff,
-    error::{JobError, Result, StepExt},
-};
+use shared::backoff::Backoff;
+
+use crate::error::{JobError, Result, StepExt};
 
 /// Chunks fetched ahead of the reader.
 const READ_AHEAD: usize = 4;

@@ -12,10 +12,11 @@ use shared::{
 };
 use uuid::Uuid;
 
+use shared::backoff::Backoff;
+
 use crate::{
     Worker,
     attempt::Attempt,
-    backoff::Backoff,
     ended::{self, EndedRow},
     error::JobError,
 };

@@ -2,10 +2,7 @@
 //! gateway restarts, or a refused connection, is retried with growing, jittered waits, within
 //! a bounded time; the import itself goes on server-side meanwhile.
 
-use std::{
-    hash::{BuildHasher, Hasher},
-    time::Duration,
-};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
@@ -26,17 +23,17 @@ pub(super) fn is_transient_error(err: &reqwest::Error) -> bool {
     err.is_connect() || err.is_timeout() || err.is_request()
 }
 
-/// Exponential waits, doubled from [`FIRST_WAIT`] up to [`MAX_WAIT`], each with up to 50 %
-/// jitter (so clients cut off together do not come back together), until `budget` is spent.
-#[derive(Debug)]
+/// Waits doubled from about [`FIRST_WAIT`] up to [`MAX_WAIT`], jittered (so clients cut off
+/// together do not come back together: [`shared::backoff::Backoff`]), until `budget` is spent.
 pub(super) struct Backoff {
-    next: Duration,
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
     left: Duration,
 }
 
 impl Backoff {
     pub(super) fn new(budget: Duration) -> Backoff {
-        Backoff { next: FIRST_WAIT, left: budget }
+        let delays = shared::backoff::Backoff::new(FIRST_WAIT, MAX_WAIT).delays();
+        Backoff { delays: Box::new(delays), left: budget }
     }
 
     /// The wait before the next attempt, or `None` once the budget is spent.
@@ -44,18 +41,16 @@ impl Backoff {
         if self.left.is_zero() {
             return None;
         }
-        let jitter = self.next.mul_f64(random_fraction() * 0.5);
-        let wait = (self.next.saturating_sub(self.next / 4) + jitter).min(self.left);
+        let wait = self.delays.next().unwrap_or(MAX_WAIT).min(self.left);
         self.left -= wait;
-        self.next = (self.next * 2).min(MAX_WAIT);
         Some(wait)
     }
 }
 
-/// A number in `[0, 1)` from the standard library's randomly keyed hasher.
-fn random_fraction() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+impl std::fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backoff").field("left", &self.left).finish()
+    }
 }
 
 #[cfg(test)]
@@ -68,9 +63,9 @@ mod tests {
         let waits: Vec<Duration> = std::iter::from_fn(|| backoff.next_wait()).collect();
         let total: Duration = waits.iter().sum();
         assert_eq!(total, Duration::from_secs(30), "the whole budget and no more: {waits:?}");
-        assert!(waits[0] >= FIRST_WAIT * 3 / 4 && waits[0] <= FIRST_WAIT * 5 / 4, "{waits:?}");
-        assert!(waits.iter().all(|w| *w <= MAX_WAIT * 5 / 4), "{waits:?}");
-        assert!(waits[3] > waits[0] * 4, "waits grow: {waits:?}");
+        assert!(waits[0] >= FIRST_WAIT / 2 && waits[0] <= FIRST_WAIT, "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= MAX_WAIT), "{waits:?}");
+        assert!(waits[3] >= waits[0] * 4, "waits grow: {waits:?}");
     }
 
     #[test]
