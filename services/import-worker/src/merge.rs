@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use shared::events::Summary;
+use shared::{Phase, backoff::Backoff, events::Summary};
 use sqlx::AssertSqlSafe;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
-
-use shared::backoff::Backoff;
 
 use crate::{
     error::{JobError, Result},
@@ -288,6 +286,7 @@ async fn try_merge(
     if steps.cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
+    steps.reporter.phase(Phase::Finalizing, "Recording the summary").await?;
     match complete(&mut tx, summary, steps.reporter, plan.kind).await? {
         Some(done) => *summary = done,
         // A newer attempt holds the import: everything above is rolled back.

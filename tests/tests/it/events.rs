@@ -47,7 +47,10 @@ async fn events_are_ordered_monotonic_and_end_exactly_once() {
         }
         v
     });
-    assert_eq!(phases, [Phase::Queued, Phase::Parsing, Phase::Loading, Phase::Processing, Phase::Complete]);
+    assert_eq!(
+        phases,
+        [Phase::Queued, Phase::Parsing, Phase::Loading, Phase::Processing, Phase::Finalizing, Phase::Complete]
+    );
     let loading = events.iter().filter(|e| e.phase == Phase::Loading).count();
     assert!(loading >= 3, "loading reports progress as it goes ({loading} events)");
     let eta = events.iter().filter(|e| e.phase == Phase::Loading).filter_map(|e| e.eta_seconds).count();
