@@ -191,8 +191,9 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     eprintln!("logs and client records: {}", logs.display());
     let database = "hexflow_realtime";
     stack.create_database(database, &[]).await?;
-    let nats = Nats::connect(&NatsConfig::at(&stack.nats.url), "hexflow-bench-realtime").await?;
-    nats.provision(1).await?;
+    let nats_config = NatsConfig::at(&stack.nats.url);
+    let nats = Nats::connect(&nats_config, "hexflow-bench-realtime").await?;
+    nats.provision(&nats_config).await?;
     let bench = Bench { stack: &stack, nats: &nats, database, dir: &dir, script: &script, node_peer: &node_peer };
 
     let runs = sizes.len() * args.repeat as usize * peers.len();

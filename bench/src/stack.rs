@@ -12,6 +12,8 @@ use std::{
 use anyhow::{Context, bail};
 use hexflow::embedded::{EmbeddedNats, EmbeddedPostgres, free_port};
 
+/// The gateway's upload limit in the benchmark: 64 GiB.
+const BENCH_MAX_UPLOAD_BYTES: u64 = 64 << 30;
 /// How long a service may take to answer `/readyz`.
 const READY_LIMIT: Duration = Duration::from_secs(60);
 /// How long a service may take to stop after SIGTERM before it is killed (the worker gives the
@@ -168,7 +170,10 @@ impl Stack {
         let gateway_port = free_port(None);
         let log = self.logs.join(format!("gateway-{}.log", s.label));
         let (mut cmd, ops_port) = self.command("upload-gateway", &log)?;
-        cmd.env("DATABASE_URL", &db_url).env("HEXFLOW_LISTEN", format!("127.0.0.1:{gateway_port}"));
+        // Files past the default 2 GiB upload limit (a 5,000,000-row export is 5.3 GB).
+        cmd.env("DATABASE_URL", &db_url)
+            .env("HEXFLOW_LISTEN", format!("127.0.0.1:{gateway_port}"))
+            .env("HEXFLOW_MAX_UPLOAD_BYTES", BENCH_MAX_UPLOAD_BYTES.to_string());
         let child = cmd.spawn().context("starting hexflow upload-gateway")?;
         self.gateway = Some(Service { name: "upload-gateway".into(), child, port: gateway_port, ops_port, log });
 

@@ -95,6 +95,8 @@ fn stream_differences(current: &stream::Config, wanted: &stream::Config, fixed: 
             // Zero asks for the server's default, which the server then reports.
             differ(&mut out, "duplicate_window", &current.duplicate_window, &wanted.duplicate_window);
         }
+        // As for messages: 0 and -1 both mean "no limit".
+        differ(&mut out, "max_bytes", &current.max_bytes.max(0), &wanted.max_bytes.max(0));
         differ(&mut out, "discard", &current.discard, &wanted.discard);
         differ(&mut out, "allow_direct", &current.allow_direct, &wanted.allow_direct);
     }
@@ -162,8 +164,9 @@ impl Nats {
     /// configuration. Idempotent. Streams are created with explicit configs, which works on
     /// nats-server 2.9 and 2.10+. A cluster still electing its JetStream leaders times requests out: those are retried
     /// (with jittered backoff, about a minute in all); a setting that differs is not.
-    pub async fn provision(&self, replicas: u8) -> Result<(), BusError> {
-        let attempt = || self.provision_once(replicas);
+    /// `config` gives the replicas and the uploads bucket's size limit.
+    pub async fn provision(&self, config: &NatsConfig) -> Result<(), BusError> {
+        let attempt = || self.provision_once(config.replicas, config.uploads_max_bytes);
         attempt
             .retry(retry_policy(Duration::from_secs(5), 16))
             .when(|err| matches!(err, BusError::Nats { .. }))
@@ -171,8 +174,10 @@ impl Nats {
             .await
     }
 
-    async fn provision_once(&self, replicas: u8) -> Result<(), BusError> {
+    async fn provision_once(&self, replicas: u8, uploads_max_bytes: Option<u64>) -> Result<(), BusError> {
         let replicas = usize::from(replicas);
+        // JetStream's "no limit".
+        let uploads_max_bytes = uploads_max_bytes.map_or(-1, |b| b as i64);
         let streams = [
             stream::Config {
                 name: names::JOBS_STREAM.into(),
@@ -215,6 +220,7 @@ impl Nats {
                 let mut stream = self.js.get_stream(&name).await.map_err(failed("opening uploads bucket"))?;
                 let mut wanted = stream.info().await.map_err(failed("reading uploads bucket"))?.config.clone();
                 wanted.num_replicas = replicas;
+                wanted.max_bytes = uploads_max_bytes;
                 self.reconcile_stream(wanted).await?;
             }
             Err(_) => {
@@ -224,6 +230,7 @@ impl Nats {
                         description: Some("hexflow uploaded scan files".into()),
                         storage: StorageType::File,
                         num_replicas: replicas,
+                        max_bytes: uploads_max_bytes,
                         ..Default::default()
                     })
                     .await
@@ -407,6 +414,54 @@ impl Nats {
             }
         }
         Ok(objects)
+    }
+
+    /// Purges the chunks no object's metadata names whose newest chunk is older than
+    /// `quiet_for`: what an upload leaves when the store refuses a chunk (a full bucket, a lost
+    /// leader) before its metadata is written, which deleting the object by name cannot find.
+    /// An upload in progress writes a chunk at least every idle timeout of the gateway, so a
+    /// `quiet_for` above that never touches one. Returns how many uploads' chunks were purged.
+    pub async fn purge_orphan_chunks(&self, quiet_for: Duration) -> Result<usize, BusError> {
+        use futures::TryStreamExt;
+        let stream = self
+            .js
+            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
+            .await
+            .map_err(failed("opening the uploads stream"))?;
+        let prefix = format!("$O.{}.C.", names::UPLOADS_BUCKET);
+        let chunks: Vec<(String, usize)> = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(failed("listing the uploads' chunks"))?
+            .try_collect()
+            .await
+            .map_err(failed("listing the uploads' chunks"))?;
+        if chunks.is_empty() {
+            return Ok(0);
+        }
+        let named: std::collections::HashSet<String> =
+            self.upload_objects().await?.into_iter().map(|(_, info)| info.nuid).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let mut purged = 0;
+        for (subject, _) in chunks {
+            if subject.strip_prefix(&prefix).is_none_or(|nuid| named.contains(nuid)) {
+                continue;
+            }
+            let newest = match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => message.time.unix_timestamp(),
+                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(err) => return Err(failed("reading an upload's last chunk")(err)),
+            };
+            if now - newest < quiet_for.as_secs() as i64 {
+                continue;
+            }
+            stream.purge().filter(subject).await.map_err(failed("purging an upload's orphaned chunks"))?;
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     /// Records a cancel request (kept in the cancel stream, so a worker that picks the job up

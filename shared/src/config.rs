@@ -50,6 +50,12 @@ pub struct NatsConfig {
     #[arg(long = "nats-replicas", env = "HEXFLOW_NATS_REPLICAS", value_name = "HEXFLOW_NATS_REPLICAS", default_value_t = DEFAULT_NATS_REPLICAS,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
+    /// Largest size of the uploads bucket, in bytes: an upload that would pass it is refused
+    /// (503) and deleted, so queued files cannot fill the JetStream store the other streams
+    /// need. Unset: only the server's own JetStream limit.
+    #[arg(long = "uploads-max-bytes", env = "HEXFLOW_UPLOADS_MAX_BYTES", value_name = "HEXFLOW_UPLOADS_MAX_BYTES",
+          value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    pub uploads_max_bytes: Option<u64>,
     /// Credentials file (JWT and NKey seed) for NATS.
     #[arg(id = "nats_creds", long = "nats-creds", env = "NATS_CREDS", value_name = "NATS_CREDS")]
     pub creds: Option<PathBuf>,
@@ -90,6 +96,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: None,
             replicas: DEFAULT_NATS_REPLICAS,
+            uploads_max_bytes: None,
             creds: None,
             user: None,
             password: None,

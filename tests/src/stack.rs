@@ -96,7 +96,7 @@ impl TestEnv {
         let db = shared::db::pool(&db_config).expect("pool");
         shared::db::migrate(&db).await.expect("migrating the test database");
         let nats = Nats::connect(&nats_config, "hexflow-test").await.expect("connecting to the test nats-server");
-        nats.provision(1).await.expect("provisioning streams");
+        nats.provision(&nats_config).await.expect("provisioning streams");
         TestEnv { nats_server, nats_config, db_config, db, nats, admin_url, db_name, dir }
     }
 

@@ -104,7 +104,7 @@ impl Worker {
     /// Connects to NATS and PostgreSQL (retrying until they answer) and provisions the streams.
     pub async fn connect(config: Config, registry: Metrics) -> anyhow::Result<Worker> {
         let nats = Nats::connect(&config.nats, "hexflow-import-worker").await?;
-        nats.provision(config.nats.replicas).await?;
+        nats.provision(&config.nats).await?;
         let db = shared::db::pool(&config.db)?;
         shared::db::wait_until_reachable(&db, Duration::from_secs(60)).await?;
         let metrics = WorkerMetrics {

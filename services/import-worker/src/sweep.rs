@@ -72,6 +72,9 @@ async fn finish_ended(worker: &Worker) -> Result<()> {
     result
 }
 
+/// Quiet time after which chunks no object names are removed (at most the orphan grace).
+const ORPHAN_CHUNKS_QUIET_SECS: u64 = 600;
+
 /// Purges delete markers, and removes uploads past the grace that no queued or running import
 /// refers to (never with `HEXFLOW_KEEP_UPLOADS`, which keeps every upload).
 async fn remove_orphans(worker: &Worker) -> Result<()> {
@@ -85,6 +88,13 @@ async fn remove_orphans(worker: &Worker) -> Result<()> {
         } else if !worker.config.keep_uploads && info.modified.is_some_and(|m| now - m.unix_timestamp() > grace) {
             old.push((subject, info.name));
         }
+    }
+    // Chunks without metadata (the store refused a chunk): no upload in progress is quiet for
+    // the idle timeout of the gateway, and none of them for ten minutes.
+    let quiet_for = Duration::from_secs(worker.config.upload_orphan_grace_secs.min(ORPHAN_CHUNKS_QUIET_SECS));
+    let purged = worker.nats.purge_orphan_chunks(quiet_for).await.step("removing orphaned chunks")?;
+    if purged > 0 {
+        tracing::info!(uploads = purged, "sweep: removed the chunks of uploads the store refused");
     }
     if old.is_empty() {
         return Ok(());

@@ -193,7 +193,7 @@ impl Gateway {
     pub async fn build(config: Config) -> anyhow::Result<Gateway> {
         shared::open_files::raise();
         let nats = Nats::connect(&config.nats, "hexflow-realtime-gateway").await?;
-        nats.provision(config.nats.replicas).await?;
+        nats.provision(&config.nats).await?;
         let db = shared::db::pool(&config.db)?;
         shared::db::wait_until_reachable(&db, Duration::from_secs(60)).await?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {

@@ -40,7 +40,7 @@ use state::{AppState, GatewayMetrics};
 /// Connects to NATS and PostgreSQL (retrying until they answer) and provisions the streams.
 pub async fn connect(config: &Config) -> anyhow::Result<(Nats, sqlx::PgPool)> {
     let nats = Nats::connect(&config.nats, "hexflow-upload-gateway").await?;
-    nats.provision(config.nats.replicas).await?;
+    nats.provision(&config.nats).await?;
     let db = shared::db::pool(&config.db)?;
     shared::db::wait_until_reachable(&db, Duration::from_secs(60)).await?;
     Ok((nats, db))

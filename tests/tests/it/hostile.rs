@@ -522,3 +522,29 @@ async fn a_used_session_id_answers_the_same_whoever_used_it() {
     }
     assert_responsive(&gateway).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_upload_store_refuses_the_upload_keeps_nothing_and_takes_the_next_one() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway_with(|c| c.nats.uploads_max_bytes = Some(3 * 1024 * 1024)).await;
+    // The store refuses a chunk before the object's metadata is written, so deleting the object
+    // by name finds nothing: the sweep removes chunks no object names once they are quiet.
+    let _sweeper = env
+        .worker_with(|c| {
+            c.nats.uploads_max_bytes = Some(3 * 1024 * 1024);
+            (c.sweep_secs, c.upload_orphan_grace_secs) = (1, 2);
+        })
+        .await;
+    let stream = env.nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.unwrap();
+    assert_eq!(stream.cached_info().config.max_bytes, 3 * 1024 * 1024, "the gateway set the bucket's limit");
+
+    let (status, body) = gateway.upload(csv_of(8 * 1024 * 1024), "big.csv", &[]).await;
+
+    assert_eq!(status, 503, "the store's limit is the operator's, not the client's fault: {body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("storing the file"), "{body}");
+    assert_responsive(&gateway).await;
+    assert!(upload_chunks(&env).await > 0, "the refused upload left chunks for the sweep to find");
+    assert_nothing_left(&env).await;
+    let (status, body) = gateway.upload(csv_of(64 * 1024), "small.csv", &[]).await;
+    assert_eq!(status, 202, "room again once the refused file is gone: {body}");
+}
