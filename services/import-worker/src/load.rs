@@ -87,6 +87,31 @@ struct Live {
 }
 
 impl Live {
+    /// Where the load stands once `writer`'s rows are staged, with `next_line` (at `offset` in
+    /// the file) the first line not staged yet: a point a later attempt can resume from.
+    fn resume_point(
+        &self,
+        next_line: u64,
+        offset: Option<u64>,
+        writer: &StagingWriter,
+        findings: u64,
+        row_errors: &[RowError],
+    ) -> ResumePoint {
+        ResumePoint {
+            next_line,
+            offset,
+            last_line: writer.last_line(),
+            rows: self.rows.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            findings,
+            staged: writer.written(),
+            folded: writer.folded(),
+            row_errors: row_errors.to_vec(),
+            at_end: false,
+            checks_seen: Vec::new(),
+        }
+    }
+
     fn counters(&self) -> Counters {
         Counters {
             rows: self.rows.load(Ordering::Relaxed),
@@ -358,19 +383,8 @@ fn parse<R: Read + 'static>(
                         uncommitted += writer.len();
                         let commit = (uncommitted >= slice_bytes).then(|| {
                             uncommitted = 0;
-                            Box::new(ResumePoint {
-                                next_line: line,
-                                offset: index.borrow_mut().offset_of(line),
-                                last_line: writer.last_line(),
-                                rows: live.rows.load(Ordering::Relaxed),
-                                invalid: live.invalid.load(Ordering::Relaxed),
-                                findings,
-                                staged: writer.written(),
-                                folded: writer.folded(),
-                                row_errors: row_errors.clone(),
-                                at_end: false,
-                                checks_seen: Vec::new(),
-                            })
+                            let offset = index.borrow_mut().offset_of(line);
+                            Box::new(live.resume_point(line, offset, &writer, findings, &row_errors))
                         });
                         live.staged.store(writer.written(), Ordering::Relaxed);
                         let (last_line, unique) = (writer.last_line(), writer.unique_so_far());
@@ -403,17 +417,9 @@ fn parse<R: Read + 'static>(
     }
     writer.flush();
     let end = ResumePoint {
-        next_line: PAST_LAST_LINE,
-        offset: index.borrow().end(),
         last_line: PAST_LAST_LINE,
-        rows: live.rows.load(Ordering::Relaxed),
-        invalid: live.invalid.load(Ordering::Relaxed),
-        findings,
-        staged: writer.written(),
-        folded: writer.folded(),
-        row_errors: row_errors.clone(),
         at_end: true,
-        checks_seen: Vec::new(),
+        ..live.resume_point(PAST_LAST_LINE, index.borrow().end(), &writer, findings, &row_errors)
     };
     live.staged.store(writer.written(), Ordering::Relaxed);
     let (rest, staged) = writer.finish();
