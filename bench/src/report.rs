@@ -349,6 +349,10 @@ impl Report {
                 "summary": m.terminal().summary,
                 "expectedCounts": r.expected,
                 "countsRight": r.counts_right(),
+                "timeline": m.events.iter().map(|a| json!({
+                    "at": a.at.as_secs_f64(), "seq": a.event.seq, "phase": a.event.phase,
+                    "progress": a.event.progress, "etaSeconds": a.event.eta_seconds, "message": a.event.message,
+                })).collect::<Vec<_>>(),
                 "eta": eta_points(m).iter().map(|p| json!({
                     "decile": p.decile, "progress": p.progress, "phase": p.phase,
                     "predictedSeconds": p.eta, "realSeconds": p.real, "errorPercent": p.error_percent(),

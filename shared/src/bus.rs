@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self,
     context::Context,
-    object_store::{self, ObjectStore},
+    object_store,
     stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
 };
 use backon::Retryable;
@@ -57,7 +57,7 @@ fn retry_policy(max_delay: Duration, times: usize) -> backon::ExponentialBuilder
 }
 
 /// Wraps an async-nats error with the step that failed.
-fn failed<E: std::error::Error + Send + Sync + 'static>(step: &'static str) -> impl FnOnce(E) -> BusError {
+pub(crate) fn failed<E: std::error::Error + Send + Sync + 'static>(step: &'static str) -> impl FnOnce(E) -> BusError {
     move |source| BusError::Nats { step, source: Box::new(source) }
 }
 
@@ -275,11 +275,6 @@ impl Nats {
         })?;
         Ok(())
     }
-    /// The uploads bucket.
-    pub async fn uploads(&self) -> Result<ObjectStore, BusError> {
-        self.js.get_object_store(names::UPLOADS_BUCKET).await.map_err(failed("opening uploads bucket"))
-    }
-
     /// Publishes a progress event. With `confirm`, waits for JetStream to store it (terminal and
     /// phase-change events); otherwise it is a plain publish that the stream still captures.
     pub async fn publish_progress(
@@ -351,117 +346,6 @@ impl Nats {
             Err(err) if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(false),
             Err(err) => Err(failed("confirming progress")(err)),
         }
-    }
-
-    /// Removes an uploaded object for good: its chunks, then its metadata subject (the object
-    /// store's own delete leaves a `deleted` marker there forever). Idempotent: a missing or
-    /// already deleted object, or one whose chunks are gone, is finished off the same way.
-    pub async fn purge_upload(&self, object_key: &str) -> Result<(), BusError> {
-        use base64::Engine;
-        // The object store names the metadata subject by the object name in URL-safe base64
-        // with padding (async-nats `object_store::encode_object_name`).
-        let encoded = base64::engine::general_purpose::URL_SAFE.encode(object_key);
-        self.purge_upload_subject(&format!("$O.{}.M.{encoded}", names::UPLOADS_BUCKET)).await
-    }
-
-    /// [`Nats::purge_upload`] by metadata subject (`$O.<bucket>.M.<encoded name>`).
-    pub async fn purge_upload_subject(&self, meta_subject: &str) -> Result<(), BusError> {
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
-        let info = match stream.get_last_raw_message_by_subject(meta_subject).await {
-            Ok(message) => serde_json::from_slice::<object_store::ObjectInfo>(&message.payload).ok(),
-            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
-            Err(err) => return Err(failed("reading the upload's metadata")(err)),
-        };
-        // Chunks first: a failure in between leaves the metadata, from which a retry finds them.
-        if let Some(nuid) = info.map(|i| i.nuid).filter(|n| !n.is_empty()) {
-            let chunks = format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET);
-            stream.purge().filter(chunks).await.map_err(failed("purging the upload's chunks"))?;
-        }
-        stream.purge().filter(meta_subject).await.map_err(failed("purging the upload's metadata"))?;
-        Ok(())
-    }
-
-    /// Every object of the uploads bucket, deleted ones (markers) included: its metadata
-    /// subject and what that subject holds.
-    pub async fn upload_objects(&self) -> Result<Vec<(String, object_store::ObjectInfo)>, BusError> {
-        use futures::TryStreamExt;
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
-        let subjects: Vec<(String, usize)> = stream
-            .info_with_subjects(format!("$O.{}.M.>", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("listing the uploads"))?
-            .try_collect()
-            .await
-            .map_err(failed("listing the uploads"))?;
-        let mut objects = Vec::with_capacity(subjects.len());
-        for (subject, _) in subjects {
-            match stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(message) => {
-                    if let Ok(info) = serde_json::from_slice(&message.payload) {
-                        objects.push((subject, info));
-                    }
-                }
-                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {}
-                Err(err) => return Err(failed("reading an upload's metadata")(err)),
-            }
-        }
-        Ok(objects)
-    }
-
-    /// Purges the chunks no object's metadata names whose newest chunk is older than
-    /// `quiet_for`: what an upload leaves when the store refuses a chunk (a full bucket, a lost
-    /// leader) before its metadata is written, which deleting the object by name cannot find.
-    /// An upload in progress writes a chunk at least every idle timeout of the gateway, so a
-    /// `quiet_for` above that never touches one. Returns how many uploads' chunks were purged.
-    pub async fn purge_orphan_chunks(&self, quiet_for: Duration) -> Result<usize, BusError> {
-        use futures::TryStreamExt;
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
-        let prefix = format!("$O.{}.C.", names::UPLOADS_BUCKET);
-        let chunks: Vec<(String, usize)> = stream
-            .info_with_subjects(format!("{prefix}>"))
-            .await
-            .map_err(failed("listing the uploads' chunks"))?
-            .try_collect()
-            .await
-            .map_err(failed("listing the uploads' chunks"))?;
-        if chunks.is_empty() {
-            return Ok(0);
-        }
-        let named: std::collections::HashSet<String> =
-            self.upload_objects().await?.into_iter().map(|(_, info)| info.nuid).collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let mut purged = 0;
-        for (subject, _) in chunks {
-            if subject.strip_prefix(&prefix).is_none_or(|nuid| named.contains(nuid)) {
-                continue;
-            }
-            let newest = match stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(message) => message.time.unix_timestamp(),
-                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
-                Err(err) => return Err(failed("reading an upload's last chunk")(err)),
-            };
-            if now - newest < quiet_for.as_secs() as i64 {
-                continue;
-            }
-            stream.purge().filter(subject).await.map_err(failed("purging an upload's orphaned chunks"))?;
-            purged += 1;
-        }
-        Ok(purged)
     }
 
     /// Records a cancel request (kept in the cancel stream, so a worker that picks the job up

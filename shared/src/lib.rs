@@ -11,6 +11,7 @@
 //! - [`config`]: `NatsConfig`, `DbConfig`, `TelemetryConfig`, `Secret`.
 //! - [`telemetry`]: log set-up, W3C `traceparent`.
 //! - [`bus`]: connect, provision, progress snapshots, cancel requests.
+//! - [`uploads`]: the uploads bucket: pipelined writes, removal, orphaned chunks.
 //! - [`db`]: pool, start-up wait, `MIGRATOR`.
 //! - [`metrics`], [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`backoff`]: jittered exponential waits between retries.
@@ -28,6 +29,7 @@ pub mod names;
 pub mod open_files;
 pub mod ops;
 pub mod telemetry;
+pub mod uploads;
 
 pub use bus::{BusError, Nats};
 pub use events::{ImportJob, Metadata, Phase, ProgressEvent, Status};

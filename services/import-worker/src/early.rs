@@ -12,7 +12,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use shared::{Phase, events::Summary};
+use shared::events::Summary;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -104,7 +104,7 @@ impl EarlyWriter {
     /// `written`: new findings, and those already reported fixed, as resolved), and commits;
     /// `Err(JobError::Fenced)` (rolled back) when a newer attempt holds the import.
     pub async fn commit(mut self, mut summary: Summary, written: Written, reporter: &mut Reporter) -> Result<Summary> {
-        reporter.phase(Phase::Finalizing, "Recording scanner checks and the summary").await?;
+        reporter.finalizing("Recording scanner checks and the summary", crate::progress::EARLY_COMMIT_SECS).await?;
         merge::record_checks(&mut self.tx, &self.import).await.step("recording scanner checks")?;
         (summary.new, summary.resolved) = (written.inserted - written.fixed, written.fixed);
         merge::refresh_statistics(&mut self.tx, written.inserted).await.step("analysing findings")?;

@@ -38,8 +38,8 @@ impl MergeKind {
     fn default_rate(self) -> f64 {
         match self {
             MergeKind::First => 90_000.0,
-            MergeKind::Repeat => 250_000.0,
-            MergeKind::Rescan => 110_000.0,
+            MergeKind::Repeat => 260_000.0,
+            MergeKind::Rescan => 115_000.0,
         }
     }
 

@@ -3,9 +3,9 @@
 //! marks the import completed. Merges of one tenant and scanner are serialised by an advisory
 //! lock, so overlapping imports give the same result as running them one after the other.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shared::{Phase, backoff::Backoff, events::Summary};
+use shared::{backoff::Backoff, events::Summary};
 use sqlx::AssertSqlSafe;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
@@ -29,20 +29,47 @@ enum Step {
 }
 
 impl Step {
-    /// Where the step starts, as a share of the merge's time (measured on first imports of a
-    /// million rows: writing the new findings takes most of it). Progress and the ETA of the
-    /// processing phase follow these shares.
-    fn start(self) -> f64 {
+    const ALL: [Step; 6] = [Step::Dedup, Step::Checks, Step::Compare, Step::Resolve, Step::Update, Step::Insert];
+
+    /// The step's expected share of the time of a merge of `kind`, in seconds of the
+    /// million-row series of `bench e2e` (`docs/benchmarks.md`): writing the new findings is
+    /// most of a first import's merge, comparing most of a repeated one's, comparing and
+    /// rewriting every finding seen most of a rescan's.
+    fn weight(self, kind: MergeKind) -> f64 {
+        let [dedup, checks, compare, resolve, update, insert] = match kind {
+            MergeKind::First => [0.3, 0.15, 0.15, 0.15, 0.15, 6.6],
+            MergeKind::Repeat => [0.3, 0.1, 3.3, 0.05, 0.05, 0.05],
+            MergeKind::Rescan => [0.3, 0.15, 3.1, 0.6, 3.9, 0.5],
+        };
+        [dedup, checks, compare, resolve, update, insert][self as usize]
+    }
+
+    /// What the progress event says during the step.
+    fn message(self) -> &'static str {
         match self {
-            Step::Dedup => 0.0,
-            Step::Checks => 0.04,
-            Step::Compare => 0.06,
-            Step::Resolve => 0.08,
-            Step::Update => 0.10,
-            Step::Insert => 0.12,
+            Step::Dedup => "Deduplicating rows",
+            Step::Checks => "Recording scanner checks",
+            Step::Compare => "Comparing with known findings",
+            Step::Resolve => "Resolving findings absent from this scan",
+            Step::Update => "Updating known findings",
+            Step::Insert => "Writing new findings",
         }
     }
+
+    /// Where the step starts and ends, as shares (0–1) of a merge of `kind`. Progress and the
+    /// ETA of the processing phase follow these shares.
+    fn span(self, kind: MergeKind) -> (f64, f64) {
+        let total: f64 = Step::ALL.iter().map(|s| s.weight(kind)).sum();
+        let before: f64 = Step::ALL[..self as usize].iter().map(|s| s.weight(kind)).sum();
+        (before / total, (before + self.weight(kind)) / total)
+    }
 }
+
+/// How often a long step's progress is published while its statement runs.
+const STEP_TICK: Duration = Duration::from_millis(500);
+/// The share of its span a step's progress may reach by time alone, before it ends.
+const STEP_TIME_CAP: f64 = 0.95;
+
 /// Block ranges a first import's findings are written in (for progress and cancel checks).
 const INSERT_CHUNKS: i64 = 25;
 /// Smallest block range written at once (8 MiB of rows).
@@ -89,7 +116,7 @@ pub async fn merge(
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
-        let mut steps = Steps { reporter: &mut *reporter, cancel, pause: plan.pause };
+        let mut steps = Steps { reporter: &mut *reporter, cancel, kind: plan.kind, current: None, pause: plan.pause };
         let result = try_merge(db, import, plan, &mut counted, &mut steps).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
@@ -125,24 +152,58 @@ fn is_retryable(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40P01" | "40001")))
 }
 
-/// Announces the merge's steps, checking for a cancel request before each.
+/// Announces the merge's steps, checking for a cancel request before each, and moves their
+/// progress on with the time they are expected to take while their statements run.
 struct Steps<'a> {
     reporter: &'a mut Reporter,
     cancel: &'a CancellationToken,
+    /// The kind of merge: how its time divides between the steps.
+    kind: MergeKind,
+    /// The step under way and when it began.
+    current: Option<(Step, Instant)>,
     /// Waited after each announcement (tests only).
     pause: Duration,
 }
 
 impl Steps<'_> {
-    async fn enter(&mut self, step: Step, message: &str) -> std::result::Result<(), MergeError> {
+    async fn enter(&mut self, step: Step) -> std::result::Result<(), MergeError> {
         if self.cancel.is_cancelled() {
             return Err(MergeError::Job(JobError::Cancelled));
         }
-        self.reporter.processing(step.start(), message).await?;
+        self.current = Some((step, Instant::now()));
+        self.reporter.processing(step.span(self.kind).0, step.message()).await?;
         if !self.pause.is_zero() {
             tokio::time::sleep(self.pause).await;
         }
         Ok(())
+    }
+
+    /// Runs `statement` of the current step; every [`STEP_TICK`] meanwhile, publishes the
+    /// progress the step's expected duration gives for the time it has run (at most
+    /// [`STEP_TIME_CAP`] of its span).
+    async fn during<T, E>(
+        &mut self,
+        statement: impl Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, MergeError>
+    where
+        MergeError: From<E>,
+    {
+        let mut statement = std::pin::pin!(statement);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STEP_TICK, STEP_TICK);
+        loop {
+            tokio::select! {
+                done = &mut statement => return Ok(done?),
+                _ = tick.tick() => self.tick().await?,
+            }
+        }
+    }
+
+    async fn tick(&mut self) -> Result<()> {
+        let Some((step, began)) = self.current else { return Ok(()) };
+        let (start, end) = step.span(self.kind);
+        let expected = self.reporter.expected_merge_secs() * (end - start);
+        let ran = if expected > 0.0 { (began.elapsed().as_secs_f64() / expected).min(STEP_TIME_CAP) } else { 0.0 };
+        self.reporter.processing(start + (end - start) * ran, step.message()).await
     }
 }
 
@@ -166,11 +227,11 @@ async fn try_merge(
         .execute(&mut *tx)
         .await?;
 
-    steps.enter(Step::Dedup, "Deduplicating rows").await?;
+    steps.enter(Step::Dedup).await?;
     let incoming = if plan.unique {
         import.staging.as_str()
     } else {
-        sqlx::query(AssertSqlSafe(format!(
+        let dedup = sqlx::query(AssertSqlSafe(format!(
             "CREATE TEMP TABLE incoming ON COMMIT DROP AS
              SELECT asset, check_id, port, protocol,
                     ARRAY(SELECT DISTINCT c FROM unnest(string_to_array(string_agg(array_to_string(cves, ','), ','), ',')) c
@@ -181,9 +242,8 @@ async fn try_merge(
                     bool_and(fixed) AS fixed, count(*) - 1 AS repeats
              FROM {} GROUP BY asset, check_id, port, protocol",
             import.staging
-        )))
-        .execute(&mut *tx)
-        .await?;
+        )));
+        steps.during(dedup.execute(&mut *tx)).await?;
         let repeats: i64 =
             sqlx::query_scalar("SELECT coalesce(sum(repeats), 0)::bigint FROM incoming").fetch_one(&mut *tx).await?;
         // Rows folded while staging, plus those folded here.
@@ -192,10 +252,10 @@ async fn try_merge(
     };
     sqlx::query(AssertSqlSafe(format!("ANALYZE {incoming}"))).execute(&mut *tx).await?;
 
-    steps.enter(Step::Checks, "Recording scanner checks").await?;
+    steps.enter(Step::Checks).await?;
     record_checks(&mut tx, import).await?;
 
-    steps.enter(Step::Compare, "Comparing with known findings").await?;
+    steps.enter(Step::Compare).await?;
     let any_known: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2)")
             .bind(&import.tenant)
@@ -205,31 +265,34 @@ async fn try_merge(
     // A merge join would sort both sides by their text keys under the database's collation,
     // which costs more than hashing them.
     sqlx::query("SET LOCAL enable_mergejoin = off").execute(&mut *tx).await?;
-    let counts = if any_known { compare(&mut tx, import, incoming).await? } else { all_new(&mut tx, incoming).await? };
+    let counts = if any_known {
+        steps.during(compare(&mut tx, import, incoming)).await?
+    } else {
+        all_new(&mut tx, incoming).await?
+    };
     (summary.new, summary.reopened, summary.updated, summary.unchanged, summary.resolved) =
         (counts.new, counts.reopened, counts.updated, counts.unchanged, counts.resolved + counts.fixed_new);
     // The writes below reach their rows by the addresses the comparison found (`ctid`, TID
     // scans in nested loops): no other pass over the tenant's findings or the staged rows.
     sqlx::query("SET LOCAL enable_hashjoin = off").execute(&mut *tx).await?;
 
-    steps.enter(Step::Resolve, "Resolving findings absent from this scan").await?;
+    steps.enter(Step::Resolve).await?;
     if counts.resolved > 0 {
-        write(
+        let resolve = write(
             "UPDATE vulnerabilities v SET state = 'resolved', resolved_at = $3::timestamptz, updated_at = now(),
                     last_import_id = $4
              WHERE v.ctid = ANY (ARRAY(SELECT vt FROM compared WHERE state = 'open' AND (it IS NULL OR fixed)))
                AND v.tenant = $1 AND v.scanner = $2 AND v.state = 'open'"
                 .into(),
             import,
-        )
-        .execute(&mut *tx)
-        .await?;
+        );
+        steps.during(resolve.execute(&mut *tx)).await?;
     }
 
-    steps.enter(Step::Update, "Updating known findings").await?;
+    steps.enter(Step::Update).await?;
     if counts.reopened + counts.updated + counts.moved > 0 {
         // Unchanged findings are only written when this scan moves their last_seen.
-        write(
+        let update = write(
             format!(
                 "UPDATE vulnerabilities v
                  SET cves = i.cves, severity = i.severity, cvss = i.cvss, vpr = i.vpr, output = i.output,
@@ -242,12 +305,11 @@ async fn try_merge(
                    AND NOT c.fixed AND (c.state = 'resolved' OR c.changed OR c.moves)"
             ),
             import,
-        )
-        .execute(&mut *tx)
-        .await?;
+        );
+        steps.during(update.execute(&mut *tx)).await?;
     }
 
-    steps.enter(Step::Insert, "Writing new findings").await?;
+    steps.enter(Step::Insert).await?;
     let inserting = counts.new + counts.fixed_new;
     if inserting > 0 && !any_known {
         // Nothing of this scan is known yet (a first import): every row is new, and the rows go
@@ -267,26 +329,26 @@ async fn try_merge(
                 .await?;
             from = to;
             let done = (from as f64 / blocks.max(1) as f64).min(1.0);
-            let share = Step::Insert.start() + (1.0 - Step::Insert.start()) * done;
+            let (start, end) = Step::Insert.span(steps.kind);
+            let share = start + (end - start) * done;
             if steps.cancel.is_cancelled() {
                 return Err(MergeError::Job(JobError::Cancelled));
             }
-            steps.reporter.processing(share, "Writing new findings").await?;
+            steps.reporter.processing(share, Step::Insert.message()).await?;
         }
     } else if inserting > 0 {
-        write(
+        let insert = write(
             format!("{} AND i.ctid = ANY (ARRAY(SELECT it FROM compared WHERE vt IS NULL))", insert_new(incoming)),
             import,
-        )
-        .execute(&mut *tx)
-        .await?;
+        );
+        steps.during(insert.execute(&mut *tx)).await?;
     }
     refresh_statistics(&mut tx, inserting).await?;
 
     if steps.cancel.is_cancelled() {
         return Err(MergeError::Job(JobError::Cancelled));
     }
-    steps.reporter.phase(Phase::Finalizing, "Recording the summary").await?;
+    steps.reporter.finalizing("Recording the summary", crate::progress::FINALIZE_SECS).await?;
     match complete(&mut tx, summary, steps.reporter, plan.kind).await? {
         Some(done) => *summary = done,
         // A newer attempt holds the import: everything above is rolled back.

@@ -30,7 +30,10 @@ use crate::{
 const EARLY_TAIL_ROWS_PER_SECOND: f64 = 85_000.0;
 /// Scanner checks, statistics and commit after the last finding of a million-row first import
 /// (about 0.7 s on 2 cores).
-const EARLY_COMMIT_SECS: f64 = 0.7;
+pub const EARLY_COMMIT_SECS: f64 = 0.7;
+/// From a merge's finalizing event to its commit: the import row is written and the
+/// transaction commits (well under 0.1 s for a million rows).
+pub const FINALIZE_SECS: f64 = 0.1;
 
 /// Counters of the loading phase.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,6 +80,8 @@ pub struct Reporter {
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
     writing_from: Option<(Instant, u64)>,
+    /// When the findings written last grew, and to how many.
+    writing_moved: Option<(Instant, u64)>,
     /// Where a resumed load started: throughput counts only what this attempt read.
     base: Counters,
     /// Progress of the snapshot when this attempt started.
@@ -108,6 +113,7 @@ impl Reporter {
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
+            writing_moved: None,
             base: Counters::default(),
             shown_progress: 0.0,
         }
@@ -178,6 +184,17 @@ impl Reporter {
         self.save().await
     }
 
+    /// Enters the finalizing phase (95 %), expected to end in `secs`.
+    pub async fn finalizing(&mut self, message: &str, secs: f64) -> Result<()> {
+        self.event.eta_seconds = Some(round1(secs));
+        self.phase(Phase::Finalizing, message).await
+    }
+
+    /// The time the merge is expected to take, from the rows read and the expected merge rate.
+    pub fn expected_merge_secs(&self) -> f64 {
+        self.event.total_rows.unwrap_or(self.event.processed_rows) as f64 / self.merge_rows_per_second
+    }
+
     /// Loading progress, measured by bytes consumed; published at most once per interval.
     pub async fn loading(&mut self, counters: Counters) -> Result<()> {
         self.event.processed_rows = counters.rows;
@@ -214,27 +231,33 @@ impl Reporter {
     /// left at the expected rate.
     pub async fn processing(&mut self, fraction: f64, message: &str) -> Result<()> {
         let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
-        let expected = rows / self.merge_rows_per_second;
+        let expected = self.expected_merge_secs();
         let spent = self.merge_elapsed().as_secs_f64();
         let left =
             if spent < expected { expected - spent } else { rows * (1.0 - fraction) / self.merge_rows_per_second };
-        self.event.eta_seconds = Some(round1(left + 0.2));
+        self.event.eta_seconds = Some(round1(left + FINALIZE_SECS));
         self.advance(Phase::Processing, fraction, message.into());
         self.publish_intermediate().await
     }
 
     /// Progress of the findings still being written after an early-writing load: `written` of
-    /// `expected`, the ETA from the pace measured since the first call.
+    /// `expected`. The pace is measured from the first call to the last time `written` moved
+    /// (it moves a block range at a time), and the time since that move counts as spent.
     pub async fn writing(&mut self, written: u64, expected: u64) -> Result<()> {
-        let (since, at_start) = *self.writing_from.get_or_insert((Instant::now(), written));
-        let secs = since.elapsed().as_secs_f64();
+        let now = Instant::now();
+        let (since, at_start) = *self.writing_from.get_or_insert((now, written));
+        if self.writing_moved.is_none_or(|(_, last)| written > last) {
+            self.writing_moved = Some((now, written));
+        }
+        let (moved_at, _) = self.writing_moved.unwrap_or((now, written));
+        let secs = moved_at.duration_since(since).as_secs_f64();
         let rate = if secs >= 0.3 && written > at_start {
             (written - at_start) as f64 / secs
         } else {
             EARLY_TAIL_ROWS_PER_SECOND
         };
-        let left = expected.saturating_sub(written) as f64;
-        self.event.eta_seconds = Some(round1(left / rate + EARLY_COMMIT_SECS));
+        let left = expected.saturating_sub(written) as f64 / rate - now.duration_since(moved_at).as_secs_f64();
+        self.event.eta_seconds = Some(round1(left.max(0.0) + EARLY_COMMIT_SECS));
         let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
         self.advance(Phase::Processing, fraction, "Writing new findings".into());
         self.publish_intermediate().await

@@ -1,5 +1,6 @@
-//! Reading an upload's bytes: a size-limited, hashing, coalescing `AsyncRead` over the multipart
-//! field, so the object store gets large chunks and memory stays flat whatever the file size.
+//! Reading an upload's bytes: a size-limited, coalescing `AsyncRead` over the multipart field, so
+//! the object store gets large chunks and memory stays flat whatever the file size. (The object
+//! store hashes what it stores; its digest is the upload's SHA-256, so nothing hashes twice.)
 //!
 //! A failed read (limit passed, client gone) ends the stream early instead of returning an
 //! error: the object store then writes its metadata, and the caller deletes the object, which
@@ -15,7 +16,6 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::Stream;
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, ReadBuf},
     time::Sleep,
@@ -34,7 +34,7 @@ pub enum Cut {
     Failed(String),
 }
 
-/// An `AsyncRead` over a stream of byte chunks that counts, hashes and limits what passes.
+/// An `AsyncRead` over a stream of byte chunks that counts and limits what passes.
 pub struct FieldReader<S> {
     inner: S,
     buffer: BytesMut,
@@ -42,7 +42,6 @@ pub struct FieldReader<S> {
     cut: Option<Cut>,
     total: u64,
     limit: u64,
-    hasher: Sha256,
     cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// True while the last poll of `inner` was pending: the idle clock runs only then, so time
@@ -64,7 +63,6 @@ where
             cut: None,
             total: 0,
             limit,
-            hasher: Sha256::new(),
             cancelled: None,
             idle: None,
             waiting: false,
@@ -128,7 +126,6 @@ where
                     self.eof = true;
                     return;
                 }
-                self.hasher.update(&chunk);
                 self.buffer.extend_from_slice(&chunk);
             }
             Some(Err(e)) => {
@@ -166,11 +163,6 @@ where
     pub fn total(&self) -> u64 {
         self.total
     }
-
-    /// Hex SHA-256 of everything received (call after the last read).
-    pub fn sha256_hex(&self) -> String {
-        self.hasher.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
-    }
 }
 
 impl<S, E> AsyncRead for FieldReader<S>
@@ -203,7 +195,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn coalesces_small_chunks_and_hashes_everything() {
+    async fn coalesces_small_chunks_and_counts_everything() {
         let mut reader = FieldReader::new(chunks(100, 16 * 1024), u64::MAX);
         assert_eq!(reader.cut(), None);
         reader.fill(10).await;
@@ -215,7 +207,6 @@ mod tests {
         reader.read_to_end(&mut rest).await.unwrap();
         assert_eq!(first + rest.len(), 100 * 16 * 1024);
         assert_eq!(reader.total(), 100 * 16 * 1024);
-        assert_eq!(reader.sha256_hex().len(), 64);
     }
 
     #[tokio::test]

@@ -40,6 +40,23 @@ async fn polling_answers_the_latest_event_and_the_history_lists_newest_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_answer_gives_the_files_size_and_sha256() {
+    use sha2::{Digest, Sha256};
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let rows: Vec<files::Row> = (0..3000)
+        .map(|i| files::Row { output: "x".repeat(500), ..files::Row::new(&format!("h{i}"), "C1", 80) })
+        .collect();
+    let bytes = files::generic_csv(&rows);
+    assert!(bytes.len() > 1024 * 1024, "spans several chunks of the object store");
+    let expected: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let (status, body) = gateway.upload(bytes.clone(), "scan.csv", &[]).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["sha256"], expected.as_str());
+    assert_eq!(body["sizeBytes"], bytes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_and_malformed_ids_get_clear_errors() {
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;

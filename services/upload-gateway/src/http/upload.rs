@@ -279,22 +279,15 @@ async fn store_file(state: &AppState, field: Field<'_>, form: &Form, dropped: Ca
         }
     })?;
     let object_key = Uuid::now_v7().to_string();
-    let store = state.nats.uploads().await.step("opening uploads bucket")?;
-    let meta = async_nats::jetstream::object_store::ObjectMetadata {
-        name: object_key.clone(),
-        // Bounded by `input::MAX_FILENAME_CHARS`: NATS would refuse oversized metadata only
-        // after every chunk was written, and chunks without metadata cannot be deleted by name.
-        description: Some(filename.clone()),
-        // Large chunks (below the server's 1 MiB max_payload) mean fewer round trips both ways.
-        chunk_size: Some(crate::body::COALESCE_BYTES),
-        ..Default::default()
-    };
     // Armed before the first chunk is written: from here on every way out deletes the object.
-    let object = ObjectGuard { state: state.clone(), key: object_key, keep: false };
-    let put = store.put(meta, &mut reader).await;
-    let stored = Stored { object, filename, size: reader.total(), sha256: reader.sha256_hex(), sniffed };
+    let object = ObjectGuard { state: state.clone(), key: object_key.clone(), keep: false };
+    // The description is bounded by `input::MAX_FILENAME_CHARS`: NATS would refuse oversized
+    // metadata only after every chunk was written. Large chunks (below the server's 1 MiB
+    // max_payload) mean fewer round trips both ways.
+    let put =
+        state.nats.put_upload(&object_key, Some(filename.clone()), crate::body::COALESCE_BYTES, &mut reader).await;
     match (put, reader.cut()) {
-        (Ok(_), None) => Ok(stored),
+        (Ok(put), None) => Ok(Stored { object, filename, size: put.size, sha256: put.sha256, sniffed }),
         (_, Some(Cut::LimitExceeded)) => Err(ApiError::TooLarge { limit }),
         (_, Some(Cut::Failed(reason))) => Err(interrupted(reason)),
         (Err(e), None) => Err(ApiError::Unavailable { step: "storing the file", cause: e.to_string() }),
