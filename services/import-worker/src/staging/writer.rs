@@ -4,11 +4,12 @@
 //! deduplication when they are already unique.
 
 use std::{
-    collections::HashSet,
-    hash::{DefaultHasher, Hash, Hasher},
+    fmt::Write as _,
+    hash::{Hash, Hasher},
 };
 
 use formats::Finding;
+use rustc_hash::{FxHashSet, FxHasher};
 
 /// Bytes of CSV gathered before one `COPY` send.
 pub const BATCH_BYTES: usize = 1024 * 1024;
@@ -30,9 +31,11 @@ pub struct Staged {
 /// first finding of each check, since it repeats on every row of the file.
 pub struct StagingWriter {
     writer: csv::Writer<Vec<u8>>,
-    checks_seen: HashSet<String>,
+    checks_seen: FxHashSet<String>,
     pending: Option<Finding>,
-    keys: Option<HashSet<u64>>,
+    keys: Option<FxHashSet<u64>>,
+    /// Reused for the fields that are formatted (numbers, the CVE array).
+    scratch: String,
     folded: u64,
     last_line: u64,
     written: u64,
@@ -42,9 +45,10 @@ impl Default for StagingWriter {
     fn default() -> Self {
         StagingWriter {
             writer: new_writer(),
-            checks_seen: HashSet::new(),
+            checks_seen: FxHashSet::default(),
             pending: None,
-            keys: Some(HashSet::new()),
+            keys: Some(FxHashSet::default()),
+            scratch: String::new(),
             folded: 0,
             last_line: 0,
             written: 0,
@@ -175,7 +179,7 @@ impl StagingWriter {
 
     fn track_key(&mut self, f: &Finding) {
         let Some(keys) = &mut self.keys else { return };
-        let mut h = DefaultHasher::new();
+        let mut h = FxHasher::default();
         (&f.asset, &f.check_id, f.port, &f.protocol).hash(&mut h);
         // A repeated key (or a hash collision, which only costs the merge's own dedup) or too
         // many keys to track: the merge deduplicates.
@@ -188,22 +192,24 @@ impl StagingWriter {
         self.track_key(f);
         self.last_line = f.line;
         self.written += 1;
-        let first_of_check = self.checks_seen.insert(f.check_id.clone());
+        let first_of_check = !self.checks_seen.contains(&f.check_id);
+        if first_of_check {
+            self.checks_seen.insert(f.check_id.clone());
+        }
         let title = if f.title.trim().is_empty() { f.check_id.as_str() } else { f.title.as_str() };
         let (title, description, solution) =
             if first_of_check { (title, f.description.as_str(), f.solution.as_str()) } else { ("", "", "") };
-        let opt = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
-        let w = &mut self.writer;
+        let (w, scratch) = (&mut self.writer, &mut self.scratch);
         let result = (|| -> csv::Result<()> {
-            w.write_field(f.line.to_string())?;
+            w.write_field(formatted(scratch, format_args!("{}", f.line)))?;
             w.write_field(clean(&f.asset).as_ref())?;
             w.write_field(clean(&f.check_id).as_ref())?;
-            w.write_field(f.port.to_string())?;
+            w.write_field(formatted(scratch, format_args!("{}", f.port)))?;
             w.write_field(clean(&f.protocol).as_ref())?;
-            w.write_field(format!("{{{}}}", f.cves.join(",")))?;
-            w.write_field(f.severity.to_string())?;
-            w.write_field(opt(f.cvss))?;
-            w.write_field(opt(f.vpr))?;
+            w.write_field(formatted(scratch, format_args!("{{{}}}", CveList(&f.cves))))?;
+            w.write_field(formatted(scratch, format_args!("{}", f.severity)))?;
+            w.write_field(formatted(scratch, format_args!("{}", OptionalScore(f.cvss))))?;
+            w.write_field(formatted(scratch, format_args!("{}", OptionalScore(f.vpr))))?;
             w.write_field(clean(title).as_ref())?;
             w.write_field(clean(description).as_ref())?;
             w.write_field(clean(solution).as_ref())?;
@@ -214,6 +220,41 @@ impl StagingWriter {
             w.write_record(None::<&[u8]>)
         })();
         result.expect("writing CSV into a Vec cannot fail");
+    }
+}
+
+/// `field` formatted into `scratch` (reused from row to row: no allocation per field).
+fn formatted<'s>(scratch: &'s mut String, field: std::fmt::Arguments<'_>) -> &'s str {
+    scratch.clear();
+    // Writing into a String cannot fail.
+    let _ = scratch.write_fmt(field);
+    scratch.as_str()
+}
+
+/// CVE ids joined by commas (the inside of a PostgreSQL array literal).
+struct CveList<'a>(&'a [String]);
+
+impl std::fmt::Display for CveList<'_> {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, cve) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            out.write_str(cve)?;
+        }
+        Ok(())
+    }
+}
+
+/// A score, or nothing (NULL in the staging CSV).
+struct OptionalScore(Option<f32>);
+
+impl std::fmt::Display for OptionalScore {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(score) => write!(out, "{score}"),
+            None => Ok(()),
+        }
     }
 }
 
