@@ -55,14 +55,6 @@ impl Step {
             Step::Insert => "Writing new findings",
         }
     }
-
-    /// Where the step starts and ends, as shares (0–1) of a merge of `kind`. Progress and the
-    /// ETA of the processing phase follow these shares.
-    fn span(self, kind: MergeKind) -> (f64, f64) {
-        let total: f64 = Step::ALL.iter().map(|s| s.weight(kind)).sum();
-        let before: f64 = Step::ALL[..self as usize].iter().map(|s| s.weight(kind)).sum();
-        (before / total, (before + self.weight(kind)) / total)
-    }
 }
 
 /// How often a long step's progress is published while its statement runs.
@@ -116,7 +108,8 @@ pub async fn merge(
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
-        let mut steps = Steps { reporter: &mut *reporter, cancel, kind: plan.kind, current: None, pause: plan.pause };
+        let weights = Step::ALL.map(|step| step.weight(plan.kind));
+        let mut steps = Steps { reporter: &mut *reporter, cancel, weights, current: None, pause: plan.pause };
         let result = try_merge(db, import, plan, &mut counted, &mut steps).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
@@ -157,8 +150,9 @@ fn is_retryable(e: &sqlx::Error) -> bool {
 struct Steps<'a> {
     reporter: &'a mut Reporter,
     cancel: &'a CancellationToken,
-    /// The kind of merge: how its time divides between the steps.
-    kind: MergeKind,
+    /// How the merge's time divides between the steps (by kind; a step found to have nothing
+    /// to write gets none).
+    weights: [f64; 6],
     /// The step under way and when it began.
     current: Option<(Step, Instant)>,
     /// Waited after each announcement (tests only).
@@ -171,7 +165,7 @@ impl Steps<'_> {
             return Err(MergeError::Job(JobError::Cancelled));
         }
         self.current = Some((step, Instant::now()));
-        self.reporter.processing(step.span(self.kind).0, step.message()).await?;
+        self.reporter.processing(self.span(step).0, step.message()).await?;
         if !self.pause.is_zero() {
             tokio::time::sleep(self.pause).await;
         }
@@ -198,9 +192,28 @@ impl Steps<'_> {
         }
     }
 
+    /// Where `step` starts and ends, as shares (0–1) of the merge. Progress and the ETA of the
+    /// processing phase follow these shares.
+    fn span(&self, step: Step) -> (f64, f64) {
+        let total: f64 = self.weights.iter().sum();
+        let before: f64 = self.weights[..step as usize].iter().sum();
+        (before / total, (before + self.weights[step as usize]) / total)
+    }
+
+    /// The comparison found nothing for `step` to write: its share goes, and the merge is
+    /// expected to take that much less.
+    fn nothing_for(&mut self, step: Step) {
+        let total: f64 = self.weights.iter().sum();
+        let left = total - self.weights[step as usize];
+        if left > 0.0 {
+            self.reporter.shorten_merge(left / total);
+            self.weights[step as usize] = 0.0;
+        }
+    }
+
     async fn tick(&mut self) -> Result<()> {
         let Some((step, began)) = self.current else { return Ok(()) };
-        let (start, end) = step.span(self.kind);
+        let (start, end) = self.span(step);
         let expected = self.reporter.expected_merge_secs() * (end - start);
         let ran = if expected > 0.0 { (began.elapsed().as_secs_f64() / expected).min(STEP_TIME_CAP) } else { 0.0 };
         self.reporter.processing(start + (end - start) * ran, step.message()).await
@@ -272,6 +285,15 @@ async fn try_merge(
     };
     (summary.new, summary.reopened, summary.updated, summary.unchanged, summary.resolved) =
         (counts.new, counts.reopened, counts.updated, counts.unchanged, counts.resolved + counts.fixed_new);
+    for (step, rows) in [
+        (Step::Resolve, counts.resolved),
+        (Step::Update, counts.reopened + counts.updated + counts.moved),
+        (Step::Insert, counts.new + counts.fixed_new),
+    ] {
+        if rows == 0 {
+            steps.nothing_for(step);
+        }
+    }
     // The writes below reach their rows by the addresses the comparison found (`ctid`, TID
     // scans in nested loops): no other pass over the tenant's findings or the staged rows.
     sqlx::query("SET LOCAL enable_hashjoin = off").execute(&mut *tx).await?;
@@ -329,7 +351,7 @@ async fn try_merge(
                 .await?;
             from = to;
             let done = (from as f64 / blocks.max(1) as f64).min(1.0);
-            let (start, end) = Step::Insert.span(steps.kind);
+            let (start, end) = steps.span(Step::Insert);
             let share = start + (end - start) * done;
             if steps.cancel.is_cancelled() {
                 return Err(MergeError::Job(JobError::Cancelled));

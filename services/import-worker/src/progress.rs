@@ -190,6 +190,14 @@ impl Reporter {
         self.phase(Phase::Finalizing, message).await
     }
 
+    /// The merge is now expected to take `factor` (below 1) of what was expected: steps it
+    /// counted on turned out to have nothing to write.
+    pub fn shorten_merge(&mut self, factor: f64) {
+        if factor > 0.0 {
+            self.merge_rows_per_second /= factor;
+        }
+    }
+
     /// The time the merge is expected to take, from the rows read and the expected merge rate.
     pub fn expected_merge_secs(&self) -> f64 {
         self.event.total_rows.unwrap_or(self.event.processed_rows) as f64 / self.merge_rows_per_second
