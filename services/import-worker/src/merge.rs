@@ -105,11 +105,12 @@ pub async fn merge(
     cancel: &CancellationToken,
 ) -> Result<Summary> {
     let mut attempt = 1;
+    // One for every attempt: a share a step lost stays lost, and the merge is shortened once.
+    let weights = Step::ALL.map(|step| step.weight(plan.kind));
+    let mut steps = Steps { reporter, cancel, weights, current: None, pause: plan.pause };
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
-        let weights = Step::ALL.map(|step| step.weight(plan.kind));
-        let mut steps = Steps { reporter: &mut *reporter, cancel, weights, current: None, pause: plan.pause };
         let result = try_merge(db, import, plan, &mut counted, &mut steps).await;
         match result {
             Err(MergeError::Db(e)) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
