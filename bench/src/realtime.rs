@@ -98,6 +98,11 @@ pub struct RealtimeArgs {
     /// Node processes the clients are spread over [default: one per 2,500 clients].
     #[arg(long = "client-procs", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub client_procs: Option<u32>,
+    /// Server processes (gateway replicas, or Node peers) the load processes are spread over,
+    /// as behind a load balancer: more sockets than one process may open files for. Memory and
+    /// CPU figures are their sums.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: u32,
     /// Connections each Node process opens (and joins) at once while ramping up.
     #[arg(long = "connect-concurrency", default_value_t = 200)]
     pub connect_concurrency: u32,
@@ -182,6 +187,9 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
         }
     }
     let sizes = if args.sizes.is_empty() { vec![(args.clients, args.sessions)] } else { args.sizes.clone() };
+    let most = sizes.iter().map(|(clients, _)| *clients).max().unwrap_or(args.clients);
+    let fds = lift_open_files(most.div_ceil(args.replicas))?;
+    eprintln!("open-file limit of the servers and clients: {fds}");
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let dir = args.work_dir.join(format!("realtime-{stamp}"));
     let (data, logs) = (dir.join("data"), dir.join("logs"));
@@ -234,6 +242,36 @@ pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     drop(stack);
     std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     Ok(())
+}
+
+/// File descriptors a server process needs for `clients` sockets: the gateway keeps an eighth of its
+/// limit for everything but client connections (`shared::open_files::connection_cap`), and some
+/// more go to its listeners, NATS, PostgreSQL and logs.
+fn open_files_for(clients: u32) -> u64 {
+    u64::from(clients) * 8 / 7 + 2_048
+}
+
+/// Lifts this process's open-file limit, soft and hard, to what `clients` sockets in one server
+/// process need, so the servers and load clients it starts inherit it. A limit already high
+/// enough is left alone; raising the hard limit needs `CAP_SYS_RESOURCE`, and without it the
+/// error says what to do instead. Returns the soft limit the children get.
+fn lift_open_files(clients: u32) -> anyhow::Result<u64> {
+    let need = open_files_for(clients);
+    let (soft, hard) = rlimit::Resource::NOFILE.get().context("reading the open-file limit")?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    let target = need.max(soft);
+    let hard = hard.max(target);
+    match rlimit::Resource::NOFILE.set(target, hard) {
+        Ok(()) => Ok(target),
+        Err(err) => bail!(
+            "{clients} sockets in one server need an open-file limit of {need}, but this process has a hard \
+             limit of {} and could not raise it ({err}); raise it first (`ulimit -Hn {need}; ulimit -n {need}` \
+             as root) or spread the sockets over more servers (`--replicas`)",
+            rlimit::Resource::NOFILE.get().map(|(_, hard)| hard).unwrap_or_default()
+        ),
+    }
 }
 
 /// What every run shares: NATS and PostgreSQL, and where things are.
@@ -331,7 +369,11 @@ impl Bench<'_> {
         label: &str,
         print: bool,
     ) -> anyhow::Result<(Figures, Value)> {
-        let procs = args.client_procs.unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_PROC)).min(args.clients);
+        let procs = args
+            .client_procs
+            .unwrap_or_else(|| args.clients.div_ceil(CLIENTS_PER_PROC))
+            .max(args.replicas)
+            .min(args.clients);
         let logs = self.dir.join("logs").join(label);
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let http = reqwest::Client::builder().build()?;
@@ -351,26 +393,38 @@ impl Bench<'_> {
         }
 
         let mut gateway_env = Vec::new();
-        let mut server = match peer {
-            Peer::Hexflow => {
-                gateway_env.push(("HEXFLOW_PROGRESS_MIN_INTERVAL_MS".to_owned(), args.min_interval_ms.to_string()));
-                if let Some(secret) = &secret {
-                    gateway_env.push(("HEXFLOW_AUTH_SECRET".to_owned(), secret.clone()));
+        if peer == Peer::Hexflow {
+            gateway_env.push(("HEXFLOW_PROGRESS_MIN_INTERVAL_MS".to_owned(), args.min_interval_ms.to_string()));
+            if let Some(secret) = &secret {
+                gateway_env.push(("HEXFLOW_AUTH_SECRET".to_owned(), secret.clone()));
+            }
+            gateway_env.extend(args.gateway_env.iter().cloned());
+        }
+        let mut servers = Vec::new();
+        for replica in 0..args.replicas {
+            let name = if args.replicas == 1 { label.to_owned() } else { format!("{label}-replica{}", replica + 1) };
+            servers.push(match peer {
+                Peer::Hexflow => {
+                    let mut gateway = self.stack.start_realtime_gateway(self.database, &name, &gateway_env)?;
+                    gateway.wait_ready(&http).await?;
+                    Server::Hexflow(gateway)
                 }
-                gateway_env.extend(args.gateway_env.iter().cloned());
-                let mut gateway = self.stack.start_realtime_gateway(self.database, label, &gateway_env)?;
-                gateway.wait_ready(&http).await?;
-                Server::Hexflow(gateway)
-            }
-            Peer::Node => {
-                let log = logs.join("node-peer.log");
-                Server::Node(NodePeer::start(args, self.node_peer, &self.stack.nats.url, log).await?)
-            }
-        };
-        let server_pid = server.pid();
-        let idle_rss = rss::now(server_pid).map(|(rss, _)| rss).unwrap_or_default();
-        let sampler = rss::Sampler::start(vec![server_pid]);
-        eprintln!("{} ready on port {} ({:.1} MiB resident)", peer.name(), server.port(), idle_rss as f64 / 1024.0);
+                Peer::Node => {
+                    let log = logs.join(format!("{name}-node-peer.log"));
+                    Server::Node(NodePeer::start(args, self.node_peer, &self.stack.nats.url, log).await?)
+                }
+            });
+        }
+        let server_pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+        let idle_rss = rss_sum(&server_pids);
+        let sampler = rss::Sampler::start(server_pids.clone());
+        let ports: Vec<String> = servers.iter().map(|s| s.port().to_string()).collect();
+        eprintln!(
+            "{} ready on port(s) {} ({:.1} MiB resident)",
+            peer.name(),
+            ports.join(", "),
+            idle_rss as f64 / 1024.0
+        );
 
         // The clients.
         let sessions_file = logs.join("sessions.json");
@@ -392,7 +446,7 @@ impl Bench<'_> {
             })
             .collect();
         std::fs::write(&sessions_file, serde_json::to_vec(&entries)?)?;
-        let url = format!("http://127.0.0.1:{}", server.port());
+        let urls: Vec<String> = servers.iter().map(|s| format!("http://127.0.0.1:{}", s.port())).collect();
         let mut loads = Vec::new();
         let per = args.clients.div_ceil(procs);
         for i in 0..procs {
@@ -401,7 +455,9 @@ impl Bench<'_> {
             if count == 0 {
                 break;
             }
-            let spec = LoadSpec { url: &url, sessions_file: &sessions_file, first, count, index: i, logs: &logs };
+            // Load process i talks to server i mod R, as a load balancer would spread them.
+            let url = &urls[i as usize % urls.len()];
+            let spec = LoadSpec { url, sessions_file: &sessions_file, first, count, index: i, logs: &logs };
             loads.push(LoadProc::spawn(args, self.script, spec)?);
         }
         eprintln!(
@@ -417,8 +473,8 @@ impl Bench<'_> {
             ready.push(load.expect("ready", deadline).await?);
         }
         let connect_secs = connect_started.elapsed().as_secs_f64();
-        server.check_alive()?;
-        let connected_rss = rss::now(server_pid).map(|(rss, _)| rss).unwrap_or_default();
+        check_alive(&mut servers)?;
+        let connected_rss = rss_sum(&server_pids);
         let joined: u64 = ready.iter().map(|r| r["joined"].as_u64().unwrap_or_default()).sum();
         eprintln!(
             "{joined} of {} clients joined in {connect_secs:.1}s; {} {:.1} MiB resident; publishing {} events/s for {} s",
@@ -433,11 +489,8 @@ impl Bench<'_> {
 
         // Publishing.
         let nats_pid = nats_server_pid(self.stack.nats.port);
-        let watched: Vec<u32> = [Some(server_pid), nats_pid]
-            .into_iter()
-            .flatten()
-            .chain(loads.iter().filter_map(|l| l.child.id()))
-            .collect();
+        let watched: Vec<u32> =
+            server_pids.iter().copied().chain(nats_pid).chain(loads.iter().filter_map(|l| l.child.id())).collect();
         let cpu_before = realtime_report::cpu_ticks(&watched);
         for load in &mut loads {
             load.send("start").await?;
@@ -460,8 +513,14 @@ impl Bench<'_> {
         }
         let cpu_after = realtime_report::cpu_ticks(&watched);
         let cpu_secs = published.started.elapsed().as_secs_f64();
-        server.check_alive()?;
-        let metrics = server.metrics(&http).await;
+        check_alive(&mut servers)?;
+        let mut metrics = Vec::new();
+        for (replica, server) in servers.iter().enumerate() {
+            let prefix = if servers.len() == 1 { String::new() } else { format!("replica{}:", replica + 1) };
+            metrics.extend(
+                server.metrics(&http).await.into_iter().map(|(name, value)| (format!("{prefix}{name}"), value)),
+            );
+        }
 
         // The records.
         let deadline = tokio::time::Instant::now() + DONE_LIMIT;
@@ -472,12 +531,12 @@ impl Bench<'_> {
             done.push(load.expect("done", deadline).await?);
             records.extend(realtime_report::read_records(&load.out)?);
         }
-        let peak = sampler.finish().await?.into_iter().next().unwrap_or_default();
+        let peak = rss::Peak::sum(&sampler.finish().await?);
         drop(loads);
         // A stopping gateway waits for its sockets; off the runtime's threads.
-        tokio::task::spawn_blocking(move || drop(server)).await?;
+        tokio::task::spawn_blocking(move || drop(servers)).await?;
 
-        let cpu = Cpu::between(&cpu_before, &cpu_after, cpu_secs, server_pid, nats_pid);
+        let cpu = Cpu::between(&cpu_before, &cpu_after, cpu_secs, &server_pids, nats_pid);
         let inputs = Inputs {
             args,
             peer,
@@ -503,6 +562,16 @@ impl Bench<'_> {
         }
         Ok((report.figures(), report.to_json()))
     }
+}
+
+/// Resident memory of the server processes together, KiB.
+fn rss_sum(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|pid| rss::now(*pid)).map(|(rss, _)| rss).sum()
+}
+
+/// Fails when a server process has exited.
+fn check_alive(servers: &mut [Server]) -> anyhow::Result<()> {
+    servers.iter_mut().try_for_each(Server::check_alive)
 }
 
 /// The S imports the sessions stand for, in progress, owned by the open-mode user.
@@ -758,7 +827,15 @@ fn parse_size(raw: &str) -> Result<(u32, u32), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{open_files_for, parse_size};
+
+    #[test]
+    fn the_open_file_limit_leaves_the_gateway_room_for_every_client() {
+        for clients in [1, 1_000, 5_000, 20_000, 100_000] {
+            let cap = shared::open_files::connection_cap(open_files_for(clients));
+            assert!(u64::from(cap) >= u64::from(clients).min(65_536), "{clients} clients, cap {cap}");
+        }
+    }
 
     #[test]
     fn a_size_is_clients_x_sessions() {

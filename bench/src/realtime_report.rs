@@ -96,7 +96,7 @@ fn clock_ticks() -> f64 {
 pub struct Cpu {
     /// Seconds measured (first publish to the last terminal event, or the settle limit).
     pub secs: f64,
-    /// The realtime gateway.
+    /// The realtime gateway (its replicas together).
     pub gateway: f64,
     /// nats-server (if found).
     pub nats: Option<f64>,
@@ -106,7 +106,7 @@ pub struct Cpu {
 
 impl Cpu {
     /// The use between two [`cpu_ticks`] readings `secs` apart.
-    pub fn between(before: &[(u32, u64)], after: &[(u32, u64)], secs: f64, gateway: u32, nats: Option<u32>) -> Cpu {
+    pub fn between(before: &[(u32, u64)], after: &[(u32, u64)], secs: f64, gateways: &[u32], nats: Option<u32>) -> Cpu {
         let hz = clock_ticks();
         let percent = |pid: u32| -> f64 {
             let b = before.iter().find(|(p, _)| *p == pid).map(|(_, t)| *t);
@@ -116,8 +116,9 @@ impl Cpu {
                 _ => 0.0,
             }
         };
-        let clients = before.iter().map(|(p, _)| *p).filter(|p| *p != gateway && Some(*p) != nats).map(percent).sum();
-        Cpu { secs, gateway: percent(gateway), nats: nats.map(percent), clients }
+        let clients =
+            before.iter().map(|(p, _)| *p).filter(|p| !gateways.contains(p) && Some(*p) != nats).map(percent).sum();
+        Cpu { secs, gateway: gateways.iter().copied().map(percent).sum(), nats: nats.map(percent), clients }
     }
 }
 
@@ -469,8 +470,8 @@ impl Report<'_> {
         let p = &i.published;
         println!("# bench realtime: {}", i.peer.name());
         println!(
-            "{} clients over {} sessions ({} Node process(es), websocket), {} events/s for {} s, throttle interval {} ms",
-            a.clients, a.sessions, i.procs, a.rate, a.duration, a.min_interval_ms
+            "{} clients over {} sessions ({} Node process(es), websocket) on {} server process(es), {} events/s for {} s, throttle interval {} ms",
+            a.clients, a.sessions, i.procs, a.replicas, a.rate, a.duration, a.min_interval_ms
         );
         for env in self.gateway_env() {
             println!("gateway env: {env}");
@@ -587,6 +588,7 @@ impl Report<'_> {
             "rate": a.rate,
             "durationSecs": a.duration,
             "clientProcesses": i.procs,
+            "serverProcesses": a.replicas,
             "minIntervalMs": a.min_interval_ms,
             "toleranceMs": a.tolerance_ms,
             "gatewayEnv": self.gateway_env(),

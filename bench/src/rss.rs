@@ -24,6 +24,16 @@ pub struct Peak {
 }
 
 impl Peak {
+    /// The figures of several processes added up (each one's own peak: an upper bound of their
+    /// peak together).
+    pub fn sum(peaks: &[Peak]) -> Peak {
+        Peak {
+            max_rss_kib: peaks.iter().map(|p| p.max_rss_kib).sum(),
+            hwm_kib: peaks.iter().map(|p| p.hwm_kib).sum(),
+            samples: peaks.iter().map(|p| p.samples).max().unwrap_or_default(),
+        }
+    }
+
     /// Largest sampled RSS in MiB.
     pub fn rss_mib(&self) -> f64 {
         self.max_rss_kib as f64 / 1024.0
