@@ -1,5 +1,7 @@
 //! How long an import's merge will take, for its ETA: what the tenant's last merge of the same
-//! kind and format took, else what this worker measured, else a default per kind of merge.
+//! kind and format took, else what this worker measured, else a default per kind of merge,
+//! given as a multiple of the import's own load rate (a ratio carries from one machine to
+//! another; a rate in rows per second does not).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,14 +34,16 @@ impl MergeKind {
         }
     }
 
-    /// Rows of the file merged per second before anything was measured, as a 2-core machine
-    /// merges a million-row Nessus export (`docs/benchmarks.md`): the merge that follows a
-    /// first import's early writes, an identical re-import, a weekly rescan.
-    fn default_rate(self) -> f64 {
+    /// Rows of the file merged per second, as a multiple of the rows read per second while
+    /// loading, before anything was measured: a first import merged after loading (its keys
+    /// repeat out of order), an identical re-import, a weekly rescan. Measured on two 2-core
+    /// machines of different speed with a million-row Nessus export (`docs/benchmarks.md`): the
+    /// rescan's ratio was 0.62 on one and 0.63 on the other.
+    fn default_ratio(self) -> f64 {
         match self {
-            MergeKind::First => 90_000.0,
-            MergeKind::Repeat => 260_000.0,
-            MergeKind::Rescan => 115_000.0,
+            MergeKind::First => 0.5,
+            MergeKind::Repeat => 1.45,
+            MergeKind::Rescan => 0.63,
         }
     }
 
@@ -86,15 +90,55 @@ pub async fn expect(
     Ok((kind, rate))
 }
 
+/// How fast a merge is expected to go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MergePace {
+    /// Rows of the file per second, measured (the tenant's last merge of the kind and format,
+    /// or this worker's merges of the kind).
+    Measured(f64),
+    /// Nothing measured yet: this multiple of the import's load rate.
+    RelativeToLoad(f64),
+}
+
+impl MergePace {
+    /// Rows of the file a second under a load rate of `load_rows_per_second` (rows read per
+    /// second of loading; `FALLBACK_LOAD_ROWS_PER_SECOND` before the load has a rate).
+    pub fn rows_per_second(self, load_rows_per_second: f64) -> f64 {
+        match self {
+            MergePace::Measured(rate) => rate,
+            MergePace::RelativeToLoad(ratio) => {
+                let load =
+                    if load_rows_per_second > 0.0 { load_rows_per_second } else { FALLBACK_LOAD_ROWS_PER_SECOND };
+                ratio * load
+            }
+        }
+    }
+
+    /// The same pace, `factor` times faster.
+    pub fn faster(self, factor: f64) -> MergePace {
+        match self {
+            MergePace::Measured(rate) => MergePace::Measured(rate * factor),
+            MergePace::RelativeToLoad(ratio) => MergePace::RelativeToLoad(ratio * factor),
+        }
+    }
+}
+
+/// Rows read per second of loading assumed before a load has a rate of its own (a 2-core
+/// machine loads a million-row Nessus export at about 180k–240k rows per second).
+pub const FALLBACK_LOAD_ROWS_PER_SECOND: f64 = 200_000.0;
+
 /// Merge rates measured by this worker, per kind: each merge of at least 10,000 rows moves the
 /// estimate halfway to its own rate.
 #[derive(Debug, Clone, Default)]
 pub struct MergeRates(Arc<Mutex<[Option<f64>; 3]>>);
 
 impl MergeRates {
-    /// Rows per second expected for a merge of `kind`.
-    pub fn rate(&self, kind: MergeKind) -> f64 {
-        self.0.lock().expect("merge rates lock is never poisoned")[kind.index()].unwrap_or(kind.default_rate())
+    /// The pace expected for a merge of `kind`: this worker's measure, else the default ratio.
+    pub fn pace(&self, kind: MergeKind) -> MergePace {
+        match self.0.lock().expect("merge rates lock is never poisoned")[kind.index()] {
+            Some(rate) => MergePace::Measured(rate),
+            None => MergePace::RelativeToLoad(kind.default_ratio()),
+        }
     }
 
     /// Folds one merge of `rows` rows that took `took` into the estimate.
@@ -116,13 +160,27 @@ mod tests {
     #[test]
     fn a_worker_starts_from_the_default_and_moves_halfway_to_each_measure() {
         let rates = MergeRates::default();
-        assert_eq!(rates.rate(MergeKind::Rescan), MergeKind::Rescan.default_rate());
+        assert_eq!(rates.pace(MergeKind::Rescan), MergePace::RelativeToLoad(MergeKind::Rescan.default_ratio()));
         rates.observe(MergeKind::Rescan, 100_000, Duration::from_secs(1));
-        assert_eq!(rates.rate(MergeKind::Rescan), 100_000.0);
+        assert_eq!(rates.pace(MergeKind::Rescan), MergePace::Measured(100_000.0));
         rates.observe(MergeKind::Rescan, 100_000, Duration::from_millis(500));
-        assert_eq!(rates.rate(MergeKind::Rescan), 150_000.0);
+        assert_eq!(rates.pace(MergeKind::Rescan), MergePace::Measured(150_000.0));
         rates.observe(MergeKind::Rescan, 500, Duration::from_millis(1));
-        assert_eq!(rates.rate(MergeKind::Rescan), 150_000.0, "small merges say little");
-        assert_eq!(rates.rate(MergeKind::First), MergeKind::First.default_rate(), "kinds are apart");
+        assert_eq!(rates.pace(MergeKind::Rescan), MergePace::Measured(150_000.0), "small merges say little");
+        assert_eq!(
+            rates.pace(MergeKind::First),
+            MergePace::RelativeToLoad(MergeKind::First.default_ratio()),
+            "kinds are apart"
+        );
+    }
+
+    #[test]
+    fn an_unmeasured_merge_goes_at_its_ratio_of_the_load_rate() {
+        let pace = MergePace::RelativeToLoad(0.5);
+        assert_eq!(pace.rows_per_second(240_000.0), 120_000.0);
+        assert_eq!(pace.rows_per_second(0.0), 0.5 * FALLBACK_LOAD_ROWS_PER_SECOND, "before the load has a rate");
+        assert_eq!(pace.faster(2.0).rows_per_second(240_000.0), 240_000.0);
+        assert_eq!(MergePace::Measured(90_000.0).rows_per_second(240_000.0), 90_000.0);
+        assert_eq!(MergePace::Measured(90_000.0).faster(1.5), MergePace::Measured(135_000.0));
     }
 }

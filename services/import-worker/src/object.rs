@@ -79,8 +79,12 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
     let chunks = info.chunks;
     tokio::spawn(async move {
         let (mut next_seq, mut skip) = (1, skip);
+        // Where the reading time goes: fetching chunks, or waiting for the parser to take them.
+        let (mut fetching, mut waiting) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..chunks {
+            let started = std::time::Instant::now();
             let chunk = fetch_with_retry(&stream, &subject, next_seq).await;
+            fetching += started.elapsed();
             let item = match chunk {
                 Ok(message) => {
                     next_seq = message.sequence + 1;
@@ -96,10 +100,18 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
                 Err(e) => Err(io::Error::other(format!("reading chunk of the upload: {e}"))),
             };
             let failed = item.is_err();
+            let started = std::time::Instant::now();
             if tx.send(item).await.is_err() || failed {
                 return;
             }
+            waiting += started.elapsed();
         }
+        tracing::info!(
+            chunks,
+            fetching_ms = fetching.as_millis() as u64,
+            waiting_for_parser_ms = waiting.as_millis() as u64,
+            "read the whole upload"
+        );
     });
     let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Ok(Box::new(StreamReader::new(Box::pin(chunks))))

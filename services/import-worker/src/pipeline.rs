@@ -69,7 +69,7 @@ pub async fn run(
     let (kind, history) = estimate::expect(db, &import.tenant, import.scanner(), format.name(), &import.scan_date)
         .await
         .step("estimating the merge")?;
-    reporter.expect_merge_rate(history.unwrap_or_else(|| worker.merge_rates.rate(kind)));
+    reporter.expect_merge(history.map_or_else(|| worker.merge_rates.pace(kind), estimate::MergePace::Measured));
     let spec = LoadSpec {
         import,
         limits,

@@ -20,14 +20,15 @@ use sqlx::PgPool;
 use crate::{
     Worker,
     error::{JobError, Result, StepExt},
-    estimate::MergeKind,
+    estimate::{MergeKind, MergePace},
     fence::Fence,
     resume::ResumePoint,
 };
 
-/// Findings per second written after an early-writing load, until measured (a 2-core machine
-/// writes the rest of a million-row first import at about 85k/s).
-const EARLY_TAIL_ROWS_PER_SECOND: f64 = 85_000.0;
+/// Findings written per second after an early-writing load, until measured, as a multiple of
+/// the rows read per second while loading (the rest of a million-row first import is written at
+/// 0.47 and 0.53 of the load rate on two 2-core machines of different speed).
+const EARLY_TAIL_RATIO: f64 = 0.5;
 /// Scanner checks, statistics and commit after the last finding of a million-row first import
 /// (about 0.7 s on 2 cores).
 pub const EARLY_COMMIT_SECS: f64 = 0.7;
@@ -76,7 +77,7 @@ pub struct Reporter {
     load_started: Option<Instant>,
     /// When every row had been read (the merge's start).
     merge_started: Option<Instant>,
-    merge_rows_per_second: f64,
+    merge_pace: MergePace,
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
     writing_from: Option<(Instant, u64)>,
@@ -109,7 +110,7 @@ impl Reporter {
             last_sent: None,
             load_started: None,
             merge_started: None,
-            merge_rows_per_second: worker.merge_rates.rate(MergeKind::First),
+            merge_pace: worker.merge_rates.pace(MergeKind::First),
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
@@ -194,13 +195,23 @@ impl Reporter {
     /// counted on turned out to have nothing to write.
     pub fn shorten_merge(&mut self, factor: f64) {
         if factor > 0.0 {
-            self.merge_rows_per_second /= factor;
+            self.merge_pace = self.merge_pace.faster(1.0 / factor);
         }
+    }
+
+    /// Rows of the file the merge is expected to go through per second.
+    fn merge_rows_per_second(&self) -> f64 {
+        self.merge_pace.rows_per_second(self.event.rows_per_second)
+    }
+
+    /// Findings expected to be written per second after an early-writing load, until measured.
+    fn early_tail_rows_per_second(&self) -> f64 {
+        MergePace::RelativeToLoad(EARLY_TAIL_RATIO).rows_per_second(self.event.rows_per_second)
     }
 
     /// The time the merge is expected to take, from the rows read and the expected merge rate.
     pub fn expected_merge_secs(&self) -> f64 {
-        self.event.total_rows.unwrap_or(self.event.processed_rows) as f64 / self.merge_rows_per_second
+        self.event.total_rows.unwrap_or(self.event.processed_rows) as f64 / self.merge_rows_per_second()
     }
 
     /// Loading progress, measured by bytes consumed; published at most once per interval.
@@ -223,10 +234,11 @@ impl Reporter {
         self.publish(false).await
     }
 
-    /// The merge of this import is expected at `rows_per_second` (from the tenant's last merge
-    /// of its kind and format, or this worker's measure), not at the rate it started with.
-    pub fn expect_merge_rate(&mut self, rows_per_second: f64) {
-        self.merge_rows_per_second = rows_per_second;
+    /// The merge of this import is expected at `pace` (the tenant's last merge of its kind and
+    /// format, this worker's measure, or the kind's ratio to the load rate), not at the pace it
+    /// started with.
+    pub fn expect_merge(&mut self, pace: MergePace) {
+        self.merge_pace = pace;
     }
 
     /// Time since every row was read (zero before).
@@ -242,7 +254,7 @@ impl Reporter {
         let expected = self.expected_merge_secs();
         let spent = self.merge_elapsed().as_secs_f64();
         let left =
-            if spent < expected { expected - spent } else { rows * (1.0 - fraction) / self.merge_rows_per_second };
+            if spent < expected { expected - spent } else { rows * (1.0 - fraction) / self.merge_rows_per_second() };
         self.event.eta_seconds = Some(round1(left + FINALIZE_SECS));
         self.advance(Phase::Processing, fraction, message.into());
         self.publish_intermediate().await
@@ -262,7 +274,7 @@ impl Reporter {
         let rate = if secs >= 0.3 && written > at_start {
             (written - at_start) as f64 / secs
         } else {
-            EARLY_TAIL_ROWS_PER_SECOND
+            self.early_tail_rows_per_second()
         };
         let left = expected.saturating_sub(written) as f64 / rate - now.duration_since(moved_at).as_secs_f64();
         self.event.eta_seconds = Some(round1(left.max(0.0) + EARLY_COMMIT_SECS));
@@ -319,10 +331,10 @@ impl Reporter {
             let written = inserted.load(Ordering::Relaxed) as f64;
             let at_load_end = (written + written / secs * load_left).min(staged_expected);
             return Some(round1(
-                load_left + (staged_expected - at_load_end) / EARLY_TAIL_ROWS_PER_SECOND + EARLY_COMMIT_SECS,
+                load_left + (staged_expected - at_load_end) / self.early_tail_rows_per_second() + EARLY_COMMIT_SECS,
             ));
         }
-        let merge = rows_expected / self.merge_rows_per_second;
+        let merge = rows_expected / self.merge_rows_per_second();
         Some(round1(load_left + merge))
     }
 
