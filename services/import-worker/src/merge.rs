@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The statements of the merge, in order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     Dedup,
     Checks,
@@ -61,6 +61,11 @@ impl Step {
 const STEP_TICK: Duration = Duration::from_millis(500);
 /// The share of its span a step's progress may reach by time alone, before it ends.
 const STEP_TIME_CAP: f64 = 0.95;
+/// Share of the merge behind before the rest is expected at the pace it went so far (a rescan
+/// passes it after comparing, a third of its merge; a repeat after comparing, nearly all of it).
+const PACE_SHARE: f64 = 0.3;
+/// Time the steps behind must have taken for their pace to say something.
+const PACE_MIN_SECS: f64 = 0.5;
 
 /// Block ranges a first import's findings are written in (for progress and cancel checks).
 const INSERT_CHUNKS: i64 = 25;
@@ -107,7 +112,7 @@ pub async fn merge(
     let mut attempt = 1;
     // One for every attempt: a share a step lost stays lost, and the merge is shortened once.
     let weights = Step::ALL.map(|step| step.weight(plan.kind));
-    let mut steps = Steps { reporter, cancel, weights, current: None, pause: plan.pause };
+    let mut steps = Steps { reporter, cancel, weights, current: None, began: None, pause: plan.pause };
     loop {
         // Each attempt starts from the counts of loading.
         let mut counted = summary.clone();
@@ -156,6 +161,8 @@ struct Steps<'a> {
     weights: [f64; 6],
     /// The step under way and when it began.
     current: Option<(Step, Instant)>,
+    /// When this attempt's first step began.
+    began: Option<Instant>,
     /// Waited after each announcement (tests only).
     pause: Duration,
 }
@@ -164,6 +171,11 @@ impl Steps<'_> {
     async fn enter(&mut self, step: Step) -> std::result::Result<(), MergeError> {
         if self.cancel.is_cancelled() {
             return Err(MergeError::Job(JobError::Cancelled));
+        }
+        if step == Step::Dedup {
+            self.began = Some(Instant::now());
+        } else {
+            self.follow_pace(step);
         }
         self.current = Some((step, Instant::now()));
         self.reporter.processing(self.span(step).0, step.message()).await?;
@@ -207,8 +219,21 @@ impl Steps<'_> {
         let total: f64 = self.weights.iter().sum();
         let left = total - self.weights[step as usize];
         if left > 0.0 {
-            self.reporter.shorten_merge(left / total);
+            self.reporter.rescale_merge(left / total);
             self.weights[step as usize] = 0.0;
+        }
+    }
+
+    /// Once the steps before `step` are a fair share of the merge, the rest is expected at
+    /// their pace: a merge that ran slower (or faster) than expected so far goes on so. Timed
+    /// from the attempt's first step, so the wait for the merge's locks does not count.
+    fn follow_pace(&mut self, step: Step) {
+        let Some(began) = self.began else { return };
+        let (behind, _) = self.span(step);
+        let expected = self.reporter.expected_merge_secs() * behind;
+        let ran = began.elapsed().as_secs_f64();
+        if behind >= PACE_SHARE && expected > 0.0 && ran >= PACE_MIN_SECS {
+            self.reporter.rescale_merge(ran / expected);
         }
     }
 
