@@ -34,16 +34,17 @@ impl MergeKind {
         }
     }
 
-    /// Rows of the file merged per second, as a multiple of the rows read per second while
-    /// loading, before anything was measured: a first import merged after loading (its keys
-    /// repeat out of order), an identical re-import, a weekly rescan. Measured on two 2-core
-    /// machines of different speed with a million-row Nessus export (`docs/benchmarks.md`): the
-    /// rescan's ratio was 0.62 on one and 0.63 on the other.
+    /// Findings (staged rows) merged per second, as a multiple of the file's rows read per
+    /// second while loading, before anything was measured: a first import merged after loading
+    /// (its keys repeat out of order), an identical re-import, a weekly rescan. Measured with
+    /// million-row Nessus exports of two shapes (0.7 and 1 finding per row) on a 2-core machine
+    /// (`docs/benchmarks.md`): the rescan's ratio was 0.43 for both shapes, the repeat's 1.0
+    /// and 1.05.
     fn default_ratio(self) -> f64 {
         match self {
-            MergeKind::First => 0.5,
-            MergeKind::Repeat => 1.45,
-            MergeKind::Rescan => 0.63,
+            MergeKind::First => 0.35,
+            MergeKind::Repeat => 1.0,
+            MergeKind::Rescan => 0.43,
         }
     }
 
@@ -96,20 +97,23 @@ pub enum MergePace {
     /// Rows of the file per second, measured (the tenant's last merge of the kind and format,
     /// or this worker's merges of the kind).
     Measured(f64),
-    /// Nothing measured yet: this multiple of the import's load rate.
+    /// Nothing measured yet: findings (staged rows) per second, as this multiple of the rows
+    /// of the file the import loaded per second. The merge's work follows the findings, and how
+    /// many findings a row gives depends on the file's shape.
     RelativeToLoad(f64),
 }
 
 impl MergePace {
-    /// Rows of the file a second under a load rate of `load_rows_per_second` (rows read per
-    /// second of loading; `FALLBACK_LOAD_ROWS_PER_SECOND` before the load has a rate).
-    pub fn rows_per_second(self, load_rows_per_second: f64) -> f64 {
+    /// Seconds to merge `rows` rows of the file that gave `findings` staged findings, under a
+    /// load rate of `load_rows_per_second` (rows read per second of loading;
+    /// `FALLBACK_LOAD_ROWS_PER_SECOND` before the load has a rate).
+    pub fn secs(self, rows: f64, findings: f64, load_rows_per_second: f64) -> f64 {
         match self {
-            MergePace::Measured(rate) => rate,
+            MergePace::Measured(rate) => rows / rate,
             MergePace::RelativeToLoad(ratio) => {
                 let load =
                     if load_rows_per_second > 0.0 { load_rows_per_second } else { FALLBACK_LOAD_ROWS_PER_SECOND };
-                ratio * load
+                findings / (ratio * load)
             }
         }
     }
@@ -175,12 +179,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unmeasured_merge_goes_at_its_ratio_of_the_load_rate() {
+    fn an_unmeasured_merge_goes_through_its_findings_at_its_ratio_of_the_load_rate() {
         let pace = MergePace::RelativeToLoad(0.5);
-        assert_eq!(pace.rows_per_second(240_000.0), 120_000.0);
-        assert_eq!(pace.rows_per_second(0.0), 0.5 * FALLBACK_LOAD_ROWS_PER_SECOND, "before the load has a rate");
-        assert_eq!(pace.faster(2.0).rows_per_second(240_000.0), 240_000.0);
-        assert_eq!(MergePace::Measured(90_000.0).rows_per_second(240_000.0), 90_000.0);
-        assert_eq!(MergePace::Measured(90_000.0).faster(1.5), MergePace::Measured(135_000.0));
+        assert_eq!(pace.secs(1_000_000.0, 600_000.0, 240_000.0), 5.0, "600k findings at 120k/s");
+        assert_eq!(pace.secs(1_000_000.0, 1_000_000.0, 0.0), 1_000_000.0 / (0.5 * FALLBACK_LOAD_ROWS_PER_SECOND));
+        assert_eq!(pace.faster(2.0).secs(1_000_000.0, 600_000.0, 240_000.0), 2.5);
+        let measured = MergePace::Measured(100_000.0);
+        assert_eq!(measured.secs(1_000_000.0, 600_000.0, 240_000.0), 10.0, "a measured rate is of the file's rows");
+        assert_eq!(measured.faster(2.0), MergePace::Measured(200_000.0));
     }
 }

@@ -78,6 +78,8 @@ pub struct Reporter {
     /// When every row had been read (the merge's start).
     merge_started: Option<Instant>,
     merge_pace: MergePace,
+    /// Findings staged so far (all of them once loading is over).
+    staged: u64,
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
     writing_from: Option<(Instant, u64)>,
@@ -111,6 +113,7 @@ impl Reporter {
             load_started: None,
             merge_started: None,
             merge_pace: worker.merge_rates.pace(MergeKind::First),
+            staged: 0,
             invalid_rows: 0,
             early_inserted: None,
             writing_from: None,
@@ -199,19 +202,17 @@ impl Reporter {
         }
     }
 
-    /// Rows of the file the merge is expected to go through per second.
-    fn merge_rows_per_second(&self) -> f64 {
-        self.merge_pace.rows_per_second(self.event.rows_per_second)
+    /// Seconds expected to write `findings` findings after an early-writing load, until the
+    /// pace is measured.
+    fn early_tail_secs(&self, findings: f64) -> f64 {
+        MergePace::RelativeToLoad(EARLY_TAIL_RATIO).secs(0.0, findings, self.event.rows_per_second)
     }
 
-    /// Findings expected to be written per second after an early-writing load, until measured.
-    fn early_tail_rows_per_second(&self) -> f64 {
-        MergePace::RelativeToLoad(EARLY_TAIL_RATIO).rows_per_second(self.event.rows_per_second)
-    }
-
-    /// The time the merge is expected to take, from the rows read and the expected merge rate.
+    /// The time the merge is expected to take, from the rows read, the findings staged and the
+    /// expected merge pace.
     pub fn expected_merge_secs(&self) -> f64 {
-        self.event.total_rows.unwrap_or(self.event.processed_rows) as f64 / self.merge_rows_per_second()
+        let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
+        self.merge_pace.secs(rows, self.staged as f64, self.event.rows_per_second)
     }
 
     /// Loading progress, measured by bytes consumed; published at most once per interval.
@@ -219,6 +220,7 @@ impl Reporter {
         self.event.processed_rows = counters.rows;
         self.event.bytes_processed = counters.bytes;
         self.invalid_rows = counters.invalid;
+        self.staged = counters.staged;
         let secs = self.load_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
         if secs > 0.0 {
             self.event.rows_per_second = (counters.rows.saturating_sub(self.base.rows) as f64 / secs).round();
@@ -250,11 +252,9 @@ impl Reporter {
     /// expected merge time less the time spent while the merge is within it; past it, the steps
     /// left at the expected rate.
     pub async fn processing(&mut self, fraction: f64, message: &str) -> Result<()> {
-        let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
         let expected = self.expected_merge_secs();
         let spent = self.merge_elapsed().as_secs_f64();
-        let left =
-            if spent < expected { expected - spent } else { rows * (1.0 - fraction) / self.merge_rows_per_second() };
+        let left = if spent < expected { expected - spent } else { expected * (1.0 - fraction) };
         self.event.eta_seconds = Some(round1(left + FINALIZE_SECS));
         self.advance(Phase::Processing, fraction, message.into());
         self.publish_intermediate().await
@@ -271,12 +271,12 @@ impl Reporter {
         }
         let (moved_at, _) = self.writing_moved.unwrap_or((now, written));
         let secs = moved_at.duration_since(since).as_secs_f64();
-        let rate = if secs >= 0.3 && written > at_start {
-            (written - at_start) as f64 / secs
+        let to_write = expected.saturating_sub(written) as f64;
+        let left = if secs >= 0.3 && written > at_start {
+            to_write / ((written - at_start) as f64 / secs)
         } else {
-            self.early_tail_rows_per_second()
-        };
-        let left = expected.saturating_sub(written) as f64 / rate - now.duration_since(moved_at).as_secs_f64();
+            self.early_tail_secs(to_write)
+        } - now.duration_since(moved_at).as_secs_f64();
         self.event.eta_seconds = Some(round1(left.max(0.0) + EARLY_COMMIT_SECS));
         let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
         self.advance(Phase::Processing, fraction, "Writing new findings".into());
@@ -296,6 +296,7 @@ impl Reporter {
     pub fn loaded(&mut self, counters: Counters) {
         self.merge_started = Some(Instant::now());
         self.invalid_rows = counters.invalid;
+        self.staged = counters.staged;
         self.event.processed_rows = counters.rows;
         self.event.bytes_processed = counters.bytes;
         self.event.total_rows = Some(counters.rows);
@@ -324,17 +325,15 @@ impl Reporter {
         }
         let load_left = (total - c.bytes as f64) / (read / secs);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
+        let staged_expected = c.staged as f64 * total / c.bytes as f64;
         if let Some(inserted) = &self.early_inserted {
             // Findings go on being written at the pace seen so far until the load ends, and the
             // rest at the merge rate once the parser no longer shares the machine.
-            let staged_expected = c.staged as f64 * total / c.bytes as f64;
             let written = inserted.load(Ordering::Relaxed) as f64;
             let at_load_end = (written + written / secs * load_left).min(staged_expected);
-            return Some(round1(
-                load_left + (staged_expected - at_load_end) / self.early_tail_rows_per_second() + EARLY_COMMIT_SECS,
-            ));
+            return Some(round1(load_left + self.early_tail_secs(staged_expected - at_load_end) + EARLY_COMMIT_SECS));
         }
-        let merge = rows_expected / self.merge_rows_per_second();
+        let merge = self.merge_pace.secs(rows_expected, staged_expected, self.event.rows_per_second);
         Some(round1(load_left + merge))
     }
 
