@@ -272,11 +272,12 @@ impl Reporter {
         let (moved_at, _) = self.writing_moved.unwrap_or((now, written));
         let secs = moved_at.duration_since(since).as_secs_f64();
         let to_write = expected.saturating_sub(written) as f64;
-        let left = if secs >= 0.3 && written > at_start {
+        let at_pace = if secs >= 0.3 && written > at_start {
             to_write / ((written - at_start) as f64 / secs)
         } else {
             self.early_tail_secs(to_write)
-        } - now.duration_since(moved_at).as_secs_f64();
+        };
+        let left = at_pace - now.duration_since(moved_at).as_secs_f64();
         self.event.eta_seconds = Some(round1(left.max(0.0) + EARLY_COMMIT_SECS));
         let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
         self.advance(Phase::Processing, fraction, "Writing new findings".into());
