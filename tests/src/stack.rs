@@ -241,13 +241,15 @@ impl TestEnv {
         done
     }
 
-    /// Every finding as sorted text rows, to compare final states.
+    /// Every finding as sorted text rows, to compare final states. Not kept prepared, so a
+    /// migration between two dumps (which may change the result's collation) cannot stale it.
     pub async fn findings_dump(&self) -> Vec<String> {
         sqlx::query_scalar(
             "SELECT concat_ws('|', tenant, scanner, asset, check_id, port, protocol, array_to_string(cves, ','), severity,
                               cvss, vpr, md5(output), state, first_seen, last_seen, resolved_at)
              FROM vulnerabilities ORDER BY 1",
         )
+        .persistent(false)
         .fetch_all(&self.db)
         .await
         .expect("dumping findings")

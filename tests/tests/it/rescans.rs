@@ -1,8 +1,8 @@
 //! Weekly rescans: a generated scan, the same file again, next week's scan (findings gone,
 //! changed and new) and the first file back again give exactly the lifecycle counts the
 //! generator expects; a cancel or a killed worker in the middle of a rescan's merge leaves the
-//! final tables as they were, and the retry gives the same counts; the rescan migration keeps
-//! the findings a database already holds.
+//! final tables as they were, and the retry gives the same counts; the rescan and byte-order
+//! migrations keep the findings a database already holds.
 
 use std::{
     path::{Path, PathBuf},
@@ -170,4 +170,61 @@ async fn the_rescan_migration_keeps_the_findings_a_database_holds() {
     assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
     let unknown_time = env.scalar("SELECT count(*) FROM imports WHERE merge_ms IS NULL").await;
     assert_eq!(unknown_time, 1, "the import from before the migration has no merge time; later ones have");
+}
+
+/// The key columns of findings, scanner checks and staging tables, with their collation.
+const KEY_COLLATIONS: &str = "SELECT count(*) FILTER (WHERE a.attcollation = 'pg_catalog.\"C\"'::regcollation),
+                                     count(*)
+                              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                              WHERE NOT a.attisdropped AND (
+                                  (c.relname = 'vulnerabilities'
+                                   AND a.attname IN ('tenant', 'scanner', 'asset', 'check_id', 'protocol', 'cves', 'state'))
+                                  OR (c.relname = 'scanner_checks' AND a.attname IN ('scanner', 'check_id'))
+                                  OR (c.relname LIKE 'import\\_staging\\_%'
+                                      AND a.attname IN ('asset', 'check_id', 'protocol', 'cves')))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_order_migration_keeps_the_findings_and_the_staging_tables_of_imports_under_way() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    worker.stop().await;
+    // The database as the previous schema left it: keys in the database's collation, and the
+    // staging table of an import under way made from that template.
+    let default = |table: &str, columns: &[&str]| {
+        let alters: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let array = if *c == "cves" { "[]" } else { "" };
+                format!("ALTER COLUMN {c} TYPE text{array} COLLATE pg_catalog.\"default\"")
+            })
+            .collect();
+        format!("ALTER TABLE {table} {}", alters.join(", "))
+    };
+    let under_way = shared::names::staging_table(Uuid::now_v7());
+    for sql in [
+        default("vulnerabilities", &["tenant", "scanner", "asset", "check_id", "protocol", "cves", "state"]),
+        default("scanner_checks", &["scanner", "check_id"]),
+        default("import_staging_template", &["asset", "check_id", "protocol", "cves"]),
+        format!("CREATE UNLOGGED TABLE {under_way} (LIKE import_staging_template INCLUDING DEFAULTS)"),
+        format!("INSERT INTO {under_way} SELECT * FROM import_staging_template"),
+        "DELETE FROM _sqlx_migrations WHERE version = 20261202000001".to_owned(),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&env.db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let (in_c, keys): (i64, i64) = sqlx::query_as(KEY_COLLATIONS).fetch_one(&env.db).await.unwrap();
+    assert_eq!((in_c, keys), (0, 17), "the previous schema's keys are in the database's collation");
+    let before = env.findings_dump().await;
+
+    shared::db::MIGRATOR.run(&env.db).await.expect("the migration applies to a database holding findings");
+    assert_eq!(env.findings_dump().await, before, "the migration changes no finding");
+    let (in_c, keys): (i64, i64) = sqlx::query_as(KEY_COLLATIONS).fetch_one(&env.db).await.unwrap();
+    assert_eq!((in_c, keys), (17, 17), "every key column compares byte by byte, the import's under way too");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {under_way}"))).execute(&env.db).await.unwrap();
+
+    let _worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
 }
