@@ -37,6 +37,7 @@ impl EarlyWriter {
     /// merge runs after loading). The staging table gets an index on `line` for the slices.
     pub async fn begin(db: &PgPool, import: Arc<Import>) -> Result<Option<EarlyWriter>> {
         let mut tx = db.begin().await.step("opening the merge transaction")?;
+        merge::settings(&mut tx).await.step("setting up the merge transaction")?;
         let first: bool = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT {}
                     AND NOT EXISTS (SELECT 1 FROM vulnerabilities WHERE tenant = $1 AND scanner = $2)",
