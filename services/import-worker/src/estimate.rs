@@ -37,14 +37,14 @@ impl MergeKind {
     /// Findings (staged rows) merged per second, as a multiple of the file's rows read per
     /// second while loading, before anything was measured: a first import merged after loading
     /// (its keys repeat out of order), an identical re-import, a weekly rescan. Measured with
-    /// million-row Nessus exports of two shapes (0.7 and 1 finding per row) on a 2-core machine
-    /// (`docs/benchmarks.md`): the rescan's ratio was 0.43 for both shapes, the repeat's 1.0
-    /// and 1.05.
+    /// million-row Nessus exports of two shapes (0.7 and 1 finding per row) on 2-core machines
+    /// (`docs/benchmarks.md`): a rescan's ratio was 0.43–0.47 and 0.55 for the two shapes, a
+    /// repeat's 1.33–1.35 (1.0–1.23 on another machine, before JIT was turned off).
     fn default_ratio(self) -> f64 {
         match self {
             MergeKind::First => 0.35,
-            MergeKind::Repeat => 1.0,
-            MergeKind::Rescan => 0.43,
+            MergeKind::Repeat => 1.25,
+            MergeKind::Rescan => 0.5,
         }
     }
 

@@ -39,7 +39,7 @@ impl Step {
         let [dedup, checks, compare, resolve, update, insert] = match kind {
             MergeKind::First => [0.3, 0.15, 0.15, 0.15, 0.15, 6.6],
             MergeKind::Repeat => [0.3, 0.1, 3.3, 0.05, 0.05, 0.05],
-            MergeKind::Rescan => [0.3, 0.15, 3.1, 0.6, 3.9, 0.5],
+            MergeKind::Rescan => [0.3, 0.1, 3.2, 0.75, 3.7, 0.9],
         };
         [dedup, checks, compare, resolve, update, insert][self as usize]
     }
