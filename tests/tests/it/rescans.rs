@@ -137,14 +137,27 @@ async fn a_worker_killed_in_a_rescans_merge_leaves_the_findings_and_the_redelive
     assert!(!env.staging_exists(id).await);
 }
 
+/// Imports a generated first scan with a worker that is then stopped, so a migration can be
+/// replayed on a database holding findings; returns the series and the gateway.
+async fn first_scan_imported(env: &TestEnv) -> (Series, GatewayHandle) {
+    let s = series(env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let worker = env.worker().await;
+    assert_eq!(counts(&import(env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    worker.stop().await;
+    (s, gateway)
+}
+
+/// Imports next week's scan and the first one back again, each with the expected counts.
+async fn next_week_and_back_again_count_as_expected(env: &TestEnv, gateway: &GatewayHandle, s: &Series) {
+    assert_eq!(counts(&import(env, gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
+    assert_eq!(counts(&import(env, gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rescan_migration_keeps_the_findings_a_database_holds() {
     let env = TestEnv::start().await;
-    let s = series(&env, 3_000, 30);
-    let gateway = env.gateway().await;
-    let worker = env.worker().await;
-    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
-    worker.stop().await;
+    let (s, gateway) = first_scan_imported(&env).await;
     // The database as the previous schema left it: findings packed full, imports without the
     // merge's time, the migration not applied.
     for sql in [
@@ -166,8 +179,7 @@ async fn the_rescan_migration_keeps_the_findings_a_database_holds() {
         .await;
     assert_eq!(options, 1, "findings keep room for their next version");
     let _worker = env.worker().await;
-    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
-    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
+    next_week_and_back_again_count_as_expected(&env, &gateway, &s).await;
     let unknown_time = env.scalar("SELECT count(*) FROM imports WHERE merge_ms IS NULL").await;
     assert_eq!(unknown_time, 1, "the import from before the migration has no merge time; later ones have");
 }
@@ -186,11 +198,7 @@ const KEY_COLLATIONS: &str = "SELECT count(*) FILTER (WHERE a.attcollation = 'pg
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_byte_order_migration_keeps_the_findings_and_the_staging_tables_of_imports_under_way() {
     let env = TestEnv::start().await;
-    let s = series(&env, 3_000, 30);
-    let gateway = env.gateway().await;
-    let worker = env.worker().await;
-    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
-    worker.stop().await;
+    let (s, gateway) = first_scan_imported(&env).await;
     // The database as the previous schema left it: keys in the database's collation, and the
     // staging table of an import under way made from that template.
     let default = |table: &str, columns: &[&str]| {
@@ -225,6 +233,5 @@ async fn the_byte_order_migration_keeps_the_findings_and_the_staging_tables_of_i
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {under_way}"))).execute(&env.db).await.unwrap();
 
     let _worker = env.worker().await;
-    assert_eq!(counts(&import(&env, &gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
-    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[2]).await), s.expected.back_again);
+    next_week_and_back_again_count_as_expected(&env, &gateway, &s).await;
 }
