@@ -67,6 +67,13 @@ const PACE_SHARE: f64 = 0.3;
 /// Time the steps behind must have taken for their pace to say something.
 const PACE_MIN_SECS: f64 = 0.5;
 
+/// What a known finding seen again takes from the scan, for both of the update's statements:
+/// the earliest first seen, the latest last seen (from the comparison's table `c`), and the
+/// import (`$4`) that saw it.
+const SEEN_AGAIN: &str =
+    "first_seen = least(v.first_seen, c.first_seen), last_seen = greatest(v.last_seen, c.last_seen),
+                          last_import_id = $4, updated_at = now()";
+
 /// Block ranges a first import's findings are written in (for progress and cancel checks).
 const INSERT_CHUNKS: i64 = 25;
 /// Smallest block range written at once (8 MiB of rows).
@@ -344,9 +351,7 @@ async fn try_merge(
             format!(
                 "UPDATE vulnerabilities v
                  SET cves = i.cves, severity = i.severity, cvss = i.cvss, vpr = i.vpr, output = i.output,
-                     state = 'open', resolved_at = NULL,
-                     first_seen = least(v.first_seen, c.first_seen), last_seen = greatest(v.last_seen, c.last_seen),
-                     last_import_id = $4, updated_at = now()
+                     state = 'open', resolved_at = NULL, {SEEN_AGAIN}
                  FROM compared c JOIN {incoming} i ON i.ctid = c.it
                  WHERE v.ctid = c.vt AND v.tenant = $1 AND v.scanner = $2
                    AND NOT c.fixed AND (c.state = 'resolved' OR c.changed)"
@@ -359,13 +364,12 @@ async fn try_merge(
         // Open findings seen again as they were are only written when this scan moves their
         // last_seen, and only their dates: the staged row is not read again.
         let seen = write(
-            "UPDATE vulnerabilities v
-             SET first_seen = least(v.first_seen, c.first_seen), last_seen = greatest(v.last_seen, c.last_seen),
-                 last_import_id = $4, updated_at = now()
-             FROM compared c
-             WHERE v.ctid = c.vt AND v.tenant = $1 AND v.scanner = $2
-               AND c.it IS NOT NULL AND NOT c.fixed AND c.state = 'open' AND NOT c.changed AND c.moves"
-                .into(),
+            format!(
+                "UPDATE vulnerabilities v SET {SEEN_AGAIN}
+                 FROM compared c
+                 WHERE v.ctid = c.vt AND v.tenant = $1 AND v.scanner = $2
+                   AND c.it IS NOT NULL AND NOT c.fixed AND c.state = 'open' AND NOT c.changed AND c.moves"
+            ),
             import,
         );
         steps.during(seen.execute(&mut *tx)).await?;
