@@ -152,8 +152,15 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     }
     // Interleaved, so a slow drift of the machine affects every kind alike.
     for i in 1..=args.repeat {
-        let series =
-            Series { http: &http, file: &file, next_week: &next_week, expected: expected.as_ref(), args: &args, limit };
+        let series = Series {
+            http: &http,
+            file: &file,
+            next_week: &next_week,
+            expected: expected.as_ref(),
+            args: &args,
+            limit,
+            logs: &logs,
+        };
         let database = format!("hexflow_series_{i}");
         series.start(&mut stack, &database, true, "first").await?;
         report.runs.push(series.import(&mut stack, Kind::First, i).await?);
@@ -212,6 +219,8 @@ struct Series<'a> {
     expected: Option<&'a Expected>,
     args: &'a E2eArgs,
     limit: Duration,
+    /// The run's logs, where each import's events are written.
+    logs: &'a std::path::Path,
 }
 
 impl Series<'_> {
@@ -234,6 +243,7 @@ impl Series<'_> {
             measured.wall.as_secs_f64(),
             measured.rows_per_second()
         );
+        measured.write_events(self.logs)?;
         Ok(Run { kind, expected: self.expected.map(|e| kind.expected(e)), measured })
     }
 }

@@ -56,6 +56,21 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Writes every event, with its arrival time in seconds from the upload's start (`at`), one
+    /// JSON object a line, to `events-<label>.jsonl` under `dir`: what the ETA tables are read from.
+    pub fn write_events(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let name: String = self.label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let mut lines = String::new();
+        for arrival in &self.events {
+            let mut value = serde_json::to_value(&arrival.event)?;
+            value["at"] = serde_json::json!(arrival.at.as_secs_f64());
+            lines.push_str(&value.to_string());
+            lines.push('\n');
+        }
+        let path = dir.join(format!("events-{name}.jsonl"));
+        std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// The terminal event.
     pub fn terminal(&self) -> &ProgressEvent {
         // `import` returns only after pushing the terminal event.

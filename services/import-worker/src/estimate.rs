@@ -4,7 +4,7 @@
 //! another; a rate in rows per second does not).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -127,6 +127,52 @@ impl MergePace {
     }
 }
 
+/// The pace of a count that grows a slice at a time (the findings a first import has written):
+/// timed between the first and the latest growth seen, never from when watching began, since
+/// the slice that ends first was mostly written before.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlicedPace {
+    /// When watching began, and the count then.
+    watched: Option<(Instant, u64)>,
+    /// The first growth seen: when, and to how much.
+    first: Option<(Instant, u64)>,
+    /// The latest growth seen.
+    last: Option<(Instant, u64)>,
+}
+
+impl SlicedPace {
+    /// Records the count `count` seen at `now`.
+    pub fn observe(&mut self, now: Instant, count: u64) {
+        let (_, seen) = *self.last.as_ref().or(self.watched.as_ref()).unwrap_or(&(now, count));
+        if self.watched.is_none() {
+            self.watched = Some((now, count));
+        } else if count > seen {
+            self.first.get_or_insert((now, count));
+            self.last = Some((now, count));
+        }
+    }
+
+    /// Seconds from `now` until the count reaches `target`: at the pace measured between the
+    /// growths seen once they are `MIN_SECS` apart, else at `default_per_sec`; counted from the
+    /// latest growth (or from when watching began), so the time since then is spent.
+    pub fn secs_to(&self, now: Instant, target: u64, default_per_sec: f64) -> f64 {
+        let Some((since, at)) = self.last.or(self.watched) else { return 0.0 };
+        let per_sec = match (self.first, self.last) {
+            (Some((t0, c0)), Some((t1, c1))) if c1 > c0 && t1.duration_since(t0).as_secs_f64() >= Self::MIN_SECS => {
+                (c1 - c0) as f64 / t1.duration_since(t0).as_secs_f64()
+            }
+            _ => default_per_sec,
+        };
+        if per_sec <= 0.0 {
+            return 0.0;
+        }
+        (target.saturating_sub(at) as f64 / per_sec - now.duration_since(since).as_secs_f64()).max(0.0)
+    }
+
+    /// Time between two growths for their pace to say something.
+    const MIN_SECS: f64 = 0.3;
+}
+
 /// Rows read per second of loading assumed before a load has a rate of its own (a 2-core
 /// machine loads a million-row Nessus export at about 180k–240k rows per second).
 pub const FALLBACK_LOAD_ROWS_PER_SECOND: f64 = 200_000.0;
@@ -176,6 +222,27 @@ mod tests {
             MergePace::RelativeToLoad(MergeKind::First.default_ratio()),
             "kinds are apart"
         );
+    }
+
+    #[test]
+    fn a_sliced_count_is_timed_between_its_growths_not_from_when_watching_began() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut pace = SlicedPace::default();
+        pace.observe(at(0), 400);
+        assert_eq!(pace.secs_to(at(0), 1000, 100.0), 6.0, "the default pace before any growth");
+        assert_eq!(pace.secs_to(at(1000), 1000, 100.0), 5.0, "time since watching began is spent");
+        // The first slice ends soon after watching began: most of it was written before.
+        pace.observe(at(200), 500);
+        assert_eq!(pace.secs_to(at(200), 1000, 100.0), 5.0, "one growth alone gives no pace");
+        pace.observe(at(600), 500);
+        assert_eq!(pace.secs_to(at(600), 1000, 100.0), 4.6);
+        pace.observe(at(1200), 600);
+        assert!((pace.secs_to(at(1200), 1000, 100.0) - 4.0).abs() < 1e-9, "100 in 1 s: 400 to go");
+        assert!((pace.secs_to(at(2200), 1000, 100.0) - 3.0).abs() < 1e-9);
+        assert_eq!(pace.secs_to(at(9000), 1000, 100.0), 0.0, "never below zero");
+        pace.observe(at(1700), 800);
+        assert!((pace.secs_to(at(1700), 1000, 100.0) - 1.0).abs() < 1e-9, "300 in 1.5 s: 200 to go");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use crate::{
     Worker,
     error::{JobError, Result, StepExt},
-    estimate::{MergeKind, MergePace},
+    estimate::{MergeKind, MergePace, SlicedPace},
     fence::Fence,
     resume::ResumePoint,
 };
@@ -82,9 +82,8 @@ pub struct Reporter {
     staged: u64,
     invalid_rows: u64,
     early_inserted: Option<Arc<AtomicU64>>,
-    writing_from: Option<(Instant, u64)>,
-    /// When the findings written last grew, and to how many.
-    writing_moved: Option<(Instant, u64)>,
+    /// The pace of the findings written after an early-writing load.
+    writing: SlicedPace,
     /// Where a resumed load started: throughput counts only what this attempt read.
     base: Counters,
     /// Progress of the snapshot when this attempt started.
@@ -116,8 +115,7 @@ impl Reporter {
             staged: 0,
             invalid_rows: 0,
             early_inserted: None,
-            writing_from: None,
-            writing_moved: None,
+            writing: SlicedPace::default(),
             base: Counters::default(),
             shown_progress: 0.0,
         }
@@ -261,24 +259,14 @@ impl Reporter {
     }
 
     /// Progress of the findings still being written after an early-writing load: `written` of
-    /// `expected`. The pace is measured from the first call to the last time `written` moved
-    /// (it moves a block range at a time), and the time since that move counts as spent.
+    /// `expected`. The count grows a slice at a time, so its pace is timed between growths
+    /// (see [`SlicedPace`]); until two are seen, at the pace the load's rate gives.
     pub async fn writing(&mut self, written: u64, expected: u64) -> Result<()> {
         let now = Instant::now();
-        let (since, at_start) = *self.writing_from.get_or_insert((now, written));
-        if self.writing_moved.is_none_or(|(_, last)| written > last) {
-            self.writing_moved = Some((now, written));
-        }
-        let (moved_at, _) = self.writing_moved.unwrap_or((now, written));
-        let secs = moved_at.duration_since(since).as_secs_f64();
-        let to_write = expected.saturating_sub(written) as f64;
-        let at_pace = if secs >= 0.3 && written > at_start {
-            to_write / ((written - at_start) as f64 / secs)
-        } else {
-            self.early_tail_secs(to_write)
-        };
-        let left = at_pace - now.duration_since(moved_at).as_secs_f64();
-        self.event.eta_seconds = Some(round1(left.max(0.0) + EARLY_COMMIT_SECS));
+        self.writing.observe(now, written);
+        let default_pace = 1.0 / self.early_tail_secs(1.0);
+        let left = self.writing.secs_to(now, expected, default_pace);
+        self.event.eta_seconds = Some(round1(left + EARLY_COMMIT_SECS));
         let fraction = (written as f64 / expected.max(1) as f64).min(1.0);
         self.advance(Phase::Processing, fraction, "Writing new findings".into());
         self.publish_intermediate().await
