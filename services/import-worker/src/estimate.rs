@@ -38,12 +38,13 @@ impl MergeKind {
     /// second while loading, before anything was measured: a first import merged after loading
     /// (its keys repeat out of order), an identical re-import, a weekly rescan. Measured with
     /// million-row Nessus exports of two shapes (0.7 and 1 finding per row) on 2-core machines
-    /// (`docs/benchmarks.md`): a rescan's ratio was 0.43–0.47 and 0.55 for the two shapes, a
-    /// repeat's 1.33–1.35 (1.0–1.23 on another machine, before JIT was turned off).
+    /// (`docs/benchmarks.md`): a rescan's ratio was 0.41–0.58 (median 0.47) over 26 imports on
+    /// one machine and 0.43–0.55 on another; a repeat's 0.90–1.25 (median 1.06) over 13
+    /// imports on the first and 1.33–1.35 on the other.
     fn default_ratio(self) -> f64 {
         match self {
             MergeKind::First => 0.35,
-            MergeKind::Repeat => 1.25,
+            MergeKind::Repeat => 1.1,
             MergeKind::Rescan => 0.5,
         }
     }

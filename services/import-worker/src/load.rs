@@ -1,8 +1,6 @@
 //! Loading: the uploaded object streamed through the format reader into batched `COPY` into the
-//! import's UNLOGGED staging table. Parsing runs on a thread of its own; batches of about 1 MiB
-//! cross a bounded channel, so memory stays flat whatever the file size. The parsing thread runs
-//! at a lower priority than the rest of the machine's work (see [`PARSER_NICENESS`]). The table
-//! is filled in
+//! import's UNLOGGED staging table. Parsing runs on a blocking thread; batches of about 1 MiB
+//! cross a bounded channel, so memory stays flat whatever the file size. The table is filled in
 //! slices of `HEXFLOW_WORKER_EARLY_SLICE_BYTES`, each committed with where the load stands, so
 //! a later attempt can continue after the last one (`resume`).
 
@@ -42,12 +40,6 @@ use crate::{
 const PAST_LAST_LINE: u64 = i64::MAX as u64;
 /// Bytes read before parsing to find the encoding, delimiter and header.
 const SNIFF_BYTES: usize = 1024 * 1024;
-/// How much nicer than the worker the parsing thread runs. Parsing is the worker's bulk work:
-/// it yields to the worker's own I/O and heartbeats and, on a machine shared with the database
-/// (compose, `hexflow dev`), to the backend writing a first import's findings meanwhile, which
-/// otherwise falls behind the load and leaves a tail of writes with one core idle (measured:
-/// a million-row first import's tail of writes 3.7–3.9 s instead of 4.1–6.1 s).
-const PARSER_NICENESS: i32 = 10;
 
 /// What loading produced.
 #[derive(Debug, Default)]
@@ -177,17 +169,10 @@ pub async fn load(
         let (format, limits, max_errors, slice_bytes) =
             (spec.import.format, spec.limits, spec.max_row_errors, spec.slice_bytes);
         let head = SyncIoBridge::new(head);
-        let (ended, parsed) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("csv-parser".into())
-            .spawn(move || {
-                lower_priority(PARSER_NICENESS);
-                let settings = ParseSettings { format, limits, max_errors, slice_bytes };
-                parse(head, resume, settings, &live, &tx);
-                let _ = ended.send(());
-            })
-            .map_err(|e| JobError::transient("starting the parser", e))?;
-        parsed
+        tokio::task::spawn_blocking(move || {
+            let settings = ParseSettings { format, limits, max_errors, slice_bytes };
+            parse(head, resume, settings, &live, &tx)
+        })
     };
 
     let copy_sql = format!(
@@ -303,17 +288,6 @@ async fn stage_slice(
 
 fn parser_stopped() -> JobError {
     JobError::transient("parsing the file", "the parser stopped")
-}
-
-/// Makes the calling thread `by` nicer (up to the lowest priority). A thread that cannot
-/// (a platform without per-thread priorities) keeps its priority: only the speed changes.
-fn lower_priority(by: i32) {
-    let thread = Some(rustix::thread::gettid());
-    let lowered = rustix::process::getpriority_process(thread)
-        .and_then(|now| rustix::process::setpriority_process(thread, (now + by).min(19)));
-    if let Err(e) = lowered {
-        tracing::debug!(error = %e, "the parser keeps the worker's priority");
-    }
 }
 
 /// What the parsing thread is told besides its input.
@@ -508,21 +482,6 @@ mod tests {
     use std::fmt::Write as _;
 
     use super::*;
-
-    #[test]
-    fn the_parsing_thread_runs_nicer_than_the_worker_and_leaves_the_others_as_they_were() {
-        let worker = rustix::process::getpriority_process(None).expect("the worker's priority");
-        let parser = std::thread::spawn(|| {
-            lower_priority(PARSER_NICENESS);
-            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("the thread's priority")
-        })
-        .join()
-        .expect("the thread ends");
-        assert_eq!(parser, (worker + PARSER_NICENESS).min(19));
-        let current =
-            rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("this thread's priority");
-        assert_eq!(current, worker, "only the thread that asked is lowered");
-    }
 
     /// A Nessus export of about `bytes`: quoted cells spanning lines, adjacent rows repeating a
     /// key (one per CVE), a few invalid rows and blank lines.
