@@ -144,10 +144,11 @@ pub struct SlicedPace {
 impl SlicedPace {
     /// Records the count `count` seen at `now`.
     pub fn observe(&mut self, now: Instant, count: u64) {
-        let (_, seen) = *self.last.as_ref().or(self.watched.as_ref()).unwrap_or(&(now, count));
-        if self.watched.is_none() {
+        let Some((_, before)) = self.last.or(self.watched) else {
             self.watched = Some((now, count));
-        } else if count > seen {
+            return;
+        };
+        if count > before {
             self.first.get_or_insert((now, count));
             self.last = Some((now, count));
         }
