@@ -6,7 +6,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artifacts, card, corpus, launchBrowser, nessusFile, startStack, token, until } from './harness.mjs';
 
-// Large enough that the import streams progress for several seconds.
+// Large enough that the import streams progress for several seconds, so a click meant for a
+// running import lands before it ends (a 40 MiB import can end within two seconds).
 const LONG_IMPORT_BYTES = 120 << 20;
 
 let browser;
@@ -96,7 +97,7 @@ describe('the import page', { concurrency: false }, () => {
 
   test('a large import cancelled mid-way says cancelled and leaves no findings', async () => {
     const t = await open('cancel');
-    const file = nessusFile('cancel.csv', 80 << 20);
+    const file = nessusFile('cancel.csv', LONG_IMPORT_BYTES);
     try {
       await choose(t.page, file);
       const c = card(t.page, 'cancel.csv');
@@ -254,7 +255,7 @@ describe('the import page', { concurrency: false }, () => {
 
   test('on a 375 px phone nothing overflows; screenshots of the modal and the summary', async () => {
     const t = await open('phone', { viewport: { width: 375, height: 812 } });
-    const file = nessusFile('phone.csv', 40 << 20);
+    const file = nessusFile('phone.csv', LONG_IMPORT_BYTES);
     try {
       await choose(t.page, file);
       const c = card(t.page, 'phone.csv');
