@@ -159,10 +159,12 @@ impl SlicedPace {
     /// latest growth (or from when watching began), so the time since then is spent.
     pub fn secs_to(&self, now: Instant, target: u64, default_per_sec: f64) -> f64 {
         let Some((since, at)) = self.last.or(self.watched) else { return 0.0 };
-        let per_sec = match (self.first, self.last) {
-            (Some((t0, c0)), Some((t1, c1))) if c1 > c0 && t1.duration_since(t0).as_secs_f64() >= Self::MIN_SECS => {
-                (c1 - c0) as f64 / t1.duration_since(t0).as_secs_f64()
-            }
+        let measured = match (self.first, self.last) {
+            (Some((t0, c0)), Some((t1, c1))) => Some((c1.saturating_sub(c0), t1.duration_since(t0).as_secs_f64())),
+            _ => None,
+        };
+        let per_sec = match measured {
+            Some((grown, secs)) if grown > 0 && secs >= Self::MIN_SECS => grown as f64 / secs,
             _ => default_per_sec,
         };
         if per_sec <= 0.0 {
