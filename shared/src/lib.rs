@@ -12,6 +12,7 @@
 //! - [`telemetry`]: log set-up, W3C `traceparent`.
 //! - [`bus`]: connect, provision, progress snapshots, cancel requests.
 //! - [`uploads`]: the uploads bucket: pipelined writes, removal, orphaned chunks.
+//! - [`compression`]: how an upload's bytes are stored (zstd frames) and read back.
 //! - [`db`]: pool, start-up wait, `MIGRATOR`.
 //! - [`metrics`], [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`backoff`]: jittered exponential waits between retries.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod bus;
+pub mod compression;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -1,8 +1,9 @@
-//! The uploads bucket (`hexflow_uploads`, a NATS Object Store): writing an upload with its
-//! chunks pipelined, and removing uploads (by name, and the chunks no metadata names).
+//! The uploads bucket (`hexflow_uploads`, a NATS Object Store): writing an upload compressed,
+//! with its chunks pipelined, and removing uploads (by name, and the chunks no metadata names).
 //!
 //! An object written here is an ordinary object of the store: the crate's reader, `info` and
-//! `delete` (and the `nats` CLI) see it as they see one written by `ObjectStore::put`.
+//! `delete` (and the `nats` CLI) see it as they see one written by `ObjectStore::put`; its
+//! content is the file as a zstd stream.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -17,11 +18,14 @@ use async_nats::{
 use base64::Engine;
 use bytes::BytesMut;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    task::JoinHandle,
+};
 
 use crate::{
     bus::{BusError, Nats, failed},
-    names,
+    compression, names,
 };
 
 /// Chunks written and not yet acknowledged at once. `ObjectStore::put` waits for each chunk's
@@ -29,15 +33,20 @@ use crate::{
 /// (measured: 1.5 ms a chunk of 512 KiB, nearly the sum of both sides' work); with a few in
 /// flight both work at once.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// Blocks of one upload handed to compression ahead of the chunks being written: the reading and
+/// hashing stay on the request's task while compression takes another core.
+const FRAMES_IN_FLIGHT: usize = 2;
 
 /// What [`Nats::put_upload`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUpload {
-    /// Bytes stored.
+    /// The file's bytes.
     pub size: u64,
+    /// Bytes stored (compressed).
+    pub stored_size: u64,
     /// Chunks stored.
     pub chunks: usize,
-    /// SHA-256 of the bytes, in lowercase hex.
+    /// SHA-256 of the file's bytes, in lowercase hex.
     pub sha256: String,
 }
 
@@ -47,10 +56,11 @@ impl Nats {
         self.js.get_object_store(names::UPLOADS_BUCKET).await.map_err(failed("opening uploads bucket"))
     }
 
-    /// Stores everything `data` yields as the object `name` of the uploads bucket, in chunks of
-    /// `chunk_size` bytes (one read each), several acknowledged at once; then its metadata. A
-    /// failure before the metadata leaves chunks no name points to, which
-    /// [`Nats::purge_orphan_chunks`] removes once they are quiet.
+    /// Stores everything `data` yields as the object `name` of the uploads bucket: each read
+    /// (at most `chunk_size` bytes) compressed as one zstd frame on a blocking thread, a few
+    /// ahead of the chunks being written, whole frames packed into chunks of at most `chunk_size` bytes, several acknowledged
+    /// at once; then its metadata ([`crate::compression`]). A failure before the metadata leaves
+    /// chunks no name points to, which [`Nats::purge_orphan_chunks`] removes once they are quiet.
     pub async fn put_upload(
         &self,
         name: &str,
@@ -59,48 +69,47 @@ impl Nats {
         mut data: impl AsyncRead + Unpin,
     ) -> Result<StoredUpload, BusError> {
         let nuid = uuid::Uuid::now_v7().simple().to_string();
-        let chunk_subject = format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET);
+        let mut chunks = ChunkWriter::new(self, format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET), chunk_size);
         let mut hasher = Sha256::new();
-        let (mut size, mut chunks) = (0u64, 0usize);
-        let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::with_capacity(CHUNKS_IN_FLIGHT);
+        let mut size = 0u64;
+        let mut compressing: VecDeque<JoinHandle<std::io::Result<Vec<u8>>>> = VecDeque::new();
         loop {
             let mut buffer = BytesMut::with_capacity(chunk_size);
             let n = data.read_buf(&mut buffer).await.map_err(failed("reading the upload"))?;
             if n == 0 {
                 break;
             }
-            let payload = buffer.freeze();
-            hasher.update(&payload);
-            size += payload.len() as u64;
-            chunks += 1;
-            if in_flight.len() == CHUNKS_IN_FLIGHT
-                && let Some(oldest) = in_flight.pop_front()
+            hasher.update(&buffer);
+            size += n as u64;
+            let block = buffer.freeze();
+            compressing.push_back(tokio::spawn(compression::compress_on_a_core(block)));
+            if compressing.len() > FRAMES_IN_FLIGHT
+                && let Some(oldest) = compressing.pop_front()
             {
-                oldest.await.map_err(failed("storing a chunk of the upload"))?;
+                chunks.write(compressed(oldest).await?).await?;
             }
-            let ack = self
-                .js
-                .publish(chunk_subject.clone(), payload)
-                .await
-                .map_err(failed("writing a chunk of the upload"))?;
-            in_flight.push_back(ack);
         }
-        for ack in in_flight {
-            ack.await.map_err(failed("storing a chunk of the upload"))?;
+        for frame in compressing {
+            chunks.write(compressed(frame).await?).await?;
         }
-        let digest = hasher.finalize();
+        let stored = chunks.finish().await?;
+        let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let info = ObjectInfo {
             name: name.to_owned(),
             description,
-            metadata: Default::default(),
+            metadata: [
+                (compression::ENCODING_KEY.to_owned(), compression::ZSTD_FRAMES.to_owned()),
+                (compression::DECODED_SIZE_KEY.to_owned(), size.to_string()),
+            ]
+            .into(),
             headers: None,
             options: Some(ObjectOptions { link: None, max_chunk_size: Some(chunk_size) }),
             bucket: names::UPLOADS_BUCKET.to_owned(),
             nuid,
-            size: size as usize,
-            chunks,
+            size: stored.size as usize,
+            chunks: stored.chunks,
             modified: Some(async_nats::datetime::now()),
-            digest: Some(format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(digest))),
+            digest: Some(format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(stored.digest))),
             deleted: false,
         };
         let mut headers = HeaderMap::new();
@@ -112,7 +121,7 @@ impl Nats {
             .map_err(failed("writing the upload's metadata"))?
             .await
             .map_err(failed("storing the upload's metadata"))?;
-        Ok(StoredUpload { size, chunks, sha256: digest.iter().map(|b| format!("{b:02x}")).collect() })
+        Ok(StoredUpload { size, stored_size: stored.size, chunks: stored.chunks, sha256 })
     }
 
     /// Removes an uploaded object for good: its chunks, then its metadata subject (the object
@@ -220,6 +229,86 @@ impl Nats {
             purged += 1;
         }
         Ok(purged)
+    }
+}
+
+/// A compressed frame from its blocking thread.
+async fn compressed(task: JoinHandle<std::io::Result<Vec<u8>>>) -> Result<Vec<u8>, BusError> {
+    task.await.map_err(failed("compressing the upload"))?.map_err(failed("compressing the upload"))
+}
+
+/// Packs frames into chunks and publishes them with a few acknowledgements outstanding,
+/// hashing what is stored (the object's digest).
+struct ChunkWriter<'a> {
+    nats: &'a Nats,
+    subject: String,
+    chunk_size: usize,
+    pending: BytesMut,
+    in_flight: VecDeque<PublishAckFuture>,
+    hasher: Sha256,
+    size: u64,
+    chunks: usize,
+}
+
+/// What [`ChunkWriter::finish`] stored.
+struct StoredChunks {
+    size: u64,
+    chunks: usize,
+    digest: Vec<u8>,
+}
+
+impl<'a> ChunkWriter<'a> {
+    fn new(nats: &'a Nats, subject: String, chunk_size: usize) -> Self {
+        ChunkWriter {
+            nats,
+            subject,
+            chunk_size,
+            pending: BytesMut::new(),
+            in_flight: VecDeque::with_capacity(CHUNKS_IN_FLIGHT),
+            hasher: Sha256::new(),
+            size: 0,
+            chunks: 0,
+        }
+    }
+
+    /// Adds a frame, publishing the chunk before it when the frame would not fit in it.
+    async fn write(&mut self, frame: Vec<u8>) -> Result<(), BusError> {
+        if !self.pending.is_empty() && self.pending.len() + frame.len() > self.chunk_size {
+            self.publish().await?;
+        }
+        self.pending.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    async fn publish(&mut self) -> Result<(), BusError> {
+        let payload = self.pending.split().freeze();
+        self.hasher.update(&payload);
+        self.size += payload.len() as u64;
+        self.chunks += 1;
+        if self.in_flight.len() == CHUNKS_IN_FLIGHT
+            && let Some(oldest) = self.in_flight.pop_front()
+        {
+            oldest.await.map_err(failed("storing a chunk of the upload"))?;
+        }
+        let ack = self
+            .nats
+            .js
+            .publish(self.subject.clone(), payload)
+            .await
+            .map_err(failed("writing a chunk of the upload"))?;
+        self.in_flight.push_back(ack);
+        Ok(())
+    }
+
+    /// Publishes what is left and waits for every acknowledgement.
+    async fn finish(mut self) -> Result<StoredChunks, BusError> {
+        if !self.pending.is_empty() {
+            self.publish().await?;
+        }
+        for ack in self.in_flight.drain(..) {
+            ack.await.map_err(failed("storing a chunk of the upload"))?;
+        }
+        Ok(StoredChunks { size: self.size, chunks: self.chunks, digest: self.hasher.finalize().to_vec() })
     }
 }
 

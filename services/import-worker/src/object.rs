@@ -1,12 +1,13 @@
 //! Reading an uploaded object chunk by chunk with bounded memory. The object store's own reader
 //! is fed by a push consumer that delivers the whole object as fast as the server can, so a file
 //! read slower than that piles up in memory; here each chunk is requested when there is room
-//! for it (a few chunks ahead, to overlap network and parsing).
+//! for it (a few chunks ahead, to overlap network and parsing), and decompressed here, off the
+//! parser's thread.
 
 use std::{io, time::Duration};
 
 use bytes::Bytes;
-use shared::{Nats, names};
+use shared::{Nats, compression::Encoding, names};
 use tokio::{io::AsyncRead, sync::mpsc};
 use tokio_util::io::StreamReader;
 
@@ -72,6 +73,9 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
             }
         }
     };
+    let encoding = Encoding::of(&info.metadata).map_err(|e| {
+        JobError::invalid("UPLOAD_UNREADABLE", e.to_string(), Default::default(), &["Upload the file again."])
+    })?;
     let stream =
         nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.step("opening the uploads stream")?;
     let subject = format!("$O.{}.C.{}", names::UPLOADS_BUCKET, info.nuid);
@@ -79,36 +83,49 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
     let chunks = info.chunks;
     tokio::spawn(async move {
         let (mut next_seq, mut skip) = (1, skip);
-        // Where the reading time goes: fetching chunks, or waiting for the parser to take them.
-        let (mut fetching, mut waiting) = (Duration::ZERO, Duration::ZERO);
+        // Where the reading time goes: fetching chunks, decompressing them, or waiting for the
+        // parser to take them.
+        let (mut fetching, mut decoding, mut waiting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for _ in 0..chunks {
             let started = std::time::Instant::now();
             let chunk = fetch_with_retry(&stream, &subject, next_seq).await;
             fetching += started.elapsed();
-            let item = match chunk {
+            let pieces = match chunk {
                 Ok(message) => {
                     next_seq = message.sequence + 1;
-                    let len = message.payload.len() as u64;
-                    if skip >= len {
-                        skip -= len;
-                        continue;
-                    }
-                    let payload = message.payload.slice(skip as usize..);
-                    skip = 0;
-                    Ok(payload)
+                    encoding.pieces(message.payload)
                 }
                 Err(e) => Err(io::Error::other(format!("reading chunk of the upload: {e}"))),
             };
-            let failed = item.is_err();
-            let started = std::time::Instant::now();
-            if tx.send(item).await.is_err() || failed {
-                return;
+            let pieces = match pieces {
+                Ok(pieces) => pieces,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            for piece in pieces {
+                // Whole pieces before the resume point are skipped without decoding.
+                if skip >= piece.len {
+                    skip -= piece.len;
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                let item = piece.decode().map(|bytes| bytes.slice(skip as usize..));
+                decoding += started.elapsed();
+                skip = 0;
+                let failed = item.is_err();
+                let started = std::time::Instant::now();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+                waiting += started.elapsed();
             }
-            waiting += started.elapsed();
         }
         tracing::info!(
             chunks,
             fetching_ms = fetching.as_millis() as u64,
+            decoding_ms = decoding.as_millis() as u64,
             waiting_for_parser_ms = waiting.as_millis() as u64,
             "read the whole upload"
         );

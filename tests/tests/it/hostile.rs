@@ -66,6 +66,24 @@ fn csv_of(bytes: usize) -> Vec<u8> {
     files::generic_csv(&rows)
 }
 
+/// A CSV of about `bytes` whose rows carry random hex outputs: it compresses about twofold, not
+/// tenfold as scan exports do.
+fn noisy_csv_of(bytes: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let rows: Vec<files::Row> = (0..bytes / 110)
+        .map(|i| {
+            let output: String = (0..4)
+                .map(|_| {
+                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    format!("{state:016x}")
+                })
+                .collect();
+            files::Row { output, ..files::Row::new(&format!("host-{i}.example"), "CHK-1", 443) }
+        })
+        .collect();
+    files::generic_csv(&rows)
+}
+
 /// Sends `head` + `body` on a raw connection while reading the answer (status, JSON body, bytes
 /// received): the server may answer, and close, before it has read everything, which is the point.
 async fn raw_exchange(gateway: &GatewayHandle, head: &str, body: Vec<u8>) -> (u16, Value, usize) {
@@ -538,7 +556,8 @@ async fn a_full_upload_store_refuses_the_upload_keeps_nothing_and_takes_the_next
     let stream = env.nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.unwrap();
     assert_eq!(stream.cached_info().config.max_bytes, 3 * 1024 * 1024, "the gateway set the bucket's limit");
 
-    let (status, body) = gateway.upload(csv_of(8 * 1024 * 1024), "big.csv", &[]).await;
+    // Uploads are stored compressed: this file's random outputs keep more than 3 MiB of it.
+    let (status, body) = gateway.upload(noisy_csv_of(12 * 1024 * 1024), "big.csv", &[]).await;
 
     assert_eq!(status, 503, "the store's limit is the operator's, not the client's fault: {body}");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("storing the file"), "{body}");

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 use hexflow_tests::{TestEnv, files};
 use shared::Status;
 use uuid::Uuid;
@@ -54,6 +56,48 @@ async fn the_upload_answer_gives_the_files_size_and_sha256() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["sha256"], expected.as_str());
     assert_eq!(body["sizeBytes"], bytes.len() as u64);
+
+    // The store holds the file compressed: an ordinary reader of the object store (which checks
+    // the object's size and digest) gets a zstd stream that decompresses to the file.
+    let id = Uuid::parse_str(body["sessionId"].as_str().unwrap()).unwrap();
+    let key = object_key(&env, id).await;
+    let store = env.nats.uploads().await.unwrap();
+    let info = store.info(&key).await.unwrap();
+    assert!(info.size * 10 < bytes.len(), "{} bytes stored for a file of {}", info.size, bytes.len());
+    assert_eq!(info.metadata.get(shared::compression::DECODED_SIZE_KEY), Some(&bytes.len().to_string()));
+    let mut stored = Vec::new();
+    store.get(&key).await.unwrap().read_to_end(&mut stored).await.unwrap();
+    assert!(zstd::decode_all(stored.as_slice()).unwrap() == bytes, "the stored stream decompresses to the file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_stored_uncompressed_by_an_earlier_version_is_still_imported() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let rows: Vec<files::Row> = (0..2000)
+        .map(|i| files::Row {
+            output: format!("output {i} ").repeat(60),
+            ..files::Row::new(&format!("h{i}"), "C1", 80)
+        })
+        .collect();
+    let bytes = files::generic_csv(&rows);
+    assert!(bytes.len() > 1024 * 1024, "spans several chunks of the object store");
+    let id = gateway.upload_ok(bytes.clone(), "older.csv", &[]).await;
+    // As gateways stored uploads before they were compressed: the object store's own put, the
+    // file's bytes as the chunks, no encoding in the metadata.
+    let key = object_key(&env, id).await;
+    let store = env.nats.uploads().await.unwrap();
+    store.put(key.as_str(), &mut bytes.as_slice()).await.unwrap();
+    assert!(store.info(&key).await.unwrap().metadata.is_empty());
+
+    let _worker = env.worker().await;
+    let done = env.wait_for_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, Status::Completed, "{:?}", done.error);
+    assert_eq!(done.summary.expect("completed").new, 2000);
+}
+
+async fn object_key(env: &TestEnv, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT object_key FROM imports WHERE id = $1").bind(id).fetch_one(&env.db).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
