@@ -39,8 +39,10 @@ pub struct GatewayMetrics {
     pub uploads_accepted: Counter,
     /// Uploads refused (4xx).
     pub uploads_refused: Counter,
-    /// Bytes stored.
+    /// Bytes of the accepted files.
     pub upload_bytes: Counter,
+    /// Bytes the accepted files take in the uploads bucket (compressed).
+    pub upload_stored_bytes: Counter,
     /// Time from request to queued job.
     pub upload_seconds: Histogram,
 }
@@ -52,6 +54,10 @@ impl GatewayMetrics {
             uploads_accepted: metrics.counter("hexflow_uploads_accepted_total", "Uploads stored and queued"),
             uploads_refused: metrics.counter("hexflow_uploads_refused_total", "Uploads refused with a 4xx"),
             upload_bytes: metrics.counter("hexflow_upload_bytes_total", "Bytes of uploaded files stored"),
+            upload_stored_bytes: metrics.counter(
+                "hexflow_upload_stored_bytes_total",
+                "Bytes the accepted files take in the uploads bucket (zstd-compressed)",
+            ),
             upload_seconds: metrics.histogram(
                 "hexflow_upload_seconds",
                 "Time from request to queued job",

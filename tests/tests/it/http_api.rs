@@ -42,7 +42,7 @@ async fn polling_answers_the_latest_event_and_the_history_lists_newest_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upload_answer_gives_the_files_size_and_sha256() {
+async fn the_upload_answer_gives_the_files_size_and_sha256_and_the_store_holds_it_compressed() {
     use sha2::{Digest, Sha256};
     let env = TestEnv::start().await;
     let gateway = env.gateway().await;
@@ -68,6 +68,9 @@ async fn the_upload_answer_gives_the_files_size_and_sha256() {
     let mut stored = Vec::new();
     store.get(&key).await.unwrap().read_to_end(&mut stored).await.unwrap();
     assert!(zstd::decode_all(stored.as_slice()).unwrap() == bytes, "the stored stream decompresses to the file");
+    let metrics = reqwest::get(format!("{}/metrics", gateway.ops_base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!("hexflow_upload_bytes_total {}", bytes.len())), "{metrics}");
+    assert!(metrics.contains(&format!("hexflow_upload_stored_bytes_total {}", info.size)), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use shared::{
     events::Metadata,
     names,
     telemetry::{TRACEPARENT, TraceContext},
+    uploads::StoredUpload,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -54,8 +55,7 @@ struct Form {
 struct Stored {
     object: ObjectGuard,
     filename: String,
-    size: u64,
-    sha256: String,
+    put: StoredUpload,
     sniffed: Sniffed,
 }
 
@@ -131,9 +131,10 @@ async fn create_import(
     }
     .await;
     match result {
-        Ok((response, size)) => {
+        Ok((response, sizes)) => {
             state.metrics.uploads_accepted.inc();
-            state.metrics.upload_bytes.add(size);
+            state.metrics.upload_bytes.add(sizes.size);
+            state.metrics.upload_stored_bytes.add(sizes.stored_size);
             state.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
             Ok((StatusCode::ACCEPTED, Json(response)))
         }
@@ -155,7 +156,7 @@ async fn upload(
     overflow: Overflow,
     trace: TraceContext,
     dropped: CancellationToken,
-) -> Result<(Queued, u64)> {
+) -> Result<(Queued, StoredUpload)> {
     let (form, mut stored) = read_form(&state, &mut multipart, dropped).await.map_err(|err| {
         if overflow.happened() {
             ApiError::BadRequest {
@@ -170,7 +171,7 @@ async fn upload(
     })?;
     let response = queue_import(&state, &identity, form, &stored, trace).await?;
     stored.object.keep();
-    Ok((response, stored.size))
+    Ok((response, stored.put))
 }
 
 /// A `Content-Length` already over the limit is refused before a byte is stored.
@@ -287,7 +288,7 @@ async fn store_file(state: &AppState, field: Field<'_>, form: &Form, dropped: Ca
     let put =
         state.nats.put_upload(&object_key, Some(filename.clone()), crate::body::COALESCE_BYTES, &mut reader).await;
     match (put, reader.cut()) {
-        (Ok(put), None) => Ok(Stored { object, filename, size: put.size, sha256: put.sha256, sniffed }),
+        (Ok(put), None) => Ok(Stored { object, filename, put, sniffed }),
         (_, Some(Cut::LimitExceeded)) => Err(ApiError::TooLarge { limit }),
         (_, Some(Cut::Failed(reason))) => Err(interrupted(reason)),
         (Err(e), None) => Err(ApiError::Unavailable { step: "storing the file", cause: e.to_string() }),
@@ -347,8 +348,8 @@ async fn queue_import(
     .bind(format.scanner())
     .bind(&scan_date)
     .bind(&stored.object.key)
-    .bind(stored.size as i64)
-    .bind(&stored.sha256)
+    .bind(stored.put.size as i64)
+    .bind(&stored.put.sha256)
     .execute(&state.db)
     .await
     .step("recording the import")?;
@@ -377,12 +378,12 @@ async fn queue_import(
         forget_import(state, id).await;
         return Err(ApiError::Unavailable { step: "queueing the import", cause });
     }
-    tracing::info!(%id, format = format.name(), bytes = stored.size, filename = %stored.filename, "import queued");
+    tracing::info!(%id, format = format.name(), bytes = stored.put.size, filename = %stored.filename, "import queued");
     Ok(Queued {
         format: format.name(),
         session_id: id,
-        sha256: stored.sha256.clone(),
-        size_bytes: stored.size,
+        sha256: stored.put.sha256.clone(),
+        size_bytes: stored.put.size,
         status: "queued",
         status_url: format!("/api/imports/{id}"),
     })
@@ -460,7 +461,7 @@ fn queued_event(id: Uuid, stored: &Stored, format: Format, scan_date: &str) -> P
     let metadata = Metadata::new(&stored.filename, format.name(), scan_date, Phase::Queued.step());
     ProgressEvent {
         message: "Queued; waiting for a worker".into(),
-        total_bytes: stored.size,
+        total_bytes: stored.put.size,
         ..ProgressEvent::new(id, 1, Status::Queued, Phase::Queued, metadata)
     }
 }
