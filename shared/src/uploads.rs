@@ -58,7 +58,8 @@ impl Nats {
 
     /// Stores everything `data` yields as the object `name` of the uploads bucket: each read
     /// (at most `chunk_size` bytes) compressed as one zstd frame on a blocking thread, a few
-    /// ahead of the chunks being written, whole frames packed into chunks of at most `chunk_size` bytes, several acknowledged
+    /// ahead of the chunks being written; whole frames packed into chunks of about `chunk_size`
+    /// bytes (a frame that does not shrink goes alone, a few bytes over), several acknowledged
     /// at once; then its metadata ([`crate::compression`]). A failure before the metadata leaves
     /// chunks no name points to, which [`Nats::purge_orphan_chunks`] removes once they are quiet.
     pub async fn put_upload(

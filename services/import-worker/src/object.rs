@@ -74,7 +74,12 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
         }
     };
     let encoding = Encoding::of(&info.metadata).map_err(|e| {
-        JobError::invalid("UPLOAD_UNREADABLE", e.to_string(), Default::default(), &["Upload the file again."])
+        JobError::invalid(
+            "UPLOAD_UNREADABLE",
+            e.to_string(),
+            Default::default(),
+            &["Run one version of hexflow in every service, then upload the file again."],
+        )
     })?;
     let stream =
         nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.step("opening the uploads stream")?;
