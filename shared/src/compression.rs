@@ -54,7 +54,7 @@ pub async fn compress_on_a_core(block: Bytes) -> io::Result<Vec<u8>> {
 
 /// Compresses one block of the file as a frame that records its own size. CPU-bound (about a
 /// millisecond for 512 KiB).
-pub fn compress_block(block: &[u8]) -> io::Result<Vec<u8>> {
+fn compress_block(block: &[u8]) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match slot.as_mut() {

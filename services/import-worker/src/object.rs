@@ -95,13 +95,11 @@ pub async fn open(nats: &Nats, key: &str, skip: u64) -> Result<Box<dyn AsyncRead
             let started = std::time::Instant::now();
             let chunk = fetch_with_retry(&stream, &subject, next_seq).await;
             fetching += started.elapsed();
-            let pieces = match chunk {
-                Ok(message) => {
+            let pieces =
+                chunk.map_err(|e| io::Error::other(format!("reading chunk of the upload: {e}"))).and_then(|message| {
                     next_seq = message.sequence + 1;
                     encoding.pieces(message.payload)
-                }
-                Err(e) => Err(io::Error::other(format!("reading chunk of the upload: {e}"))),
-            };
+                });
             let pieces = match pieces {
                 Ok(pieces) => pieces,
                 Err(e) => {
