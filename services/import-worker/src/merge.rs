@@ -38,8 +38,8 @@ impl Step {
     fn weight(self, kind: MergeKind) -> f64 {
         let [dedup, checks, compare, resolve, update, insert] = match kind {
             MergeKind::First => [0.3, 0.15, 0.15, 0.15, 0.15, 6.6],
-            MergeKind::Repeat => [0.3, 0.1, 3.3, 0.05, 0.05, 0.05],
-            MergeKind::Rescan => [0.3, 0.1, 3.2, 0.75, 3.7, 0.9],
+            MergeKind::Repeat => [0.05, 0.05, 3.3, 0.05, 0.05, 0.05],
+            MergeKind::Rescan => [0.05, 0.05, 3.2, 0.75, 3.7, 0.9],
         };
         [dedup, checks, compare, resolve, update, insert][self as usize]
     }
@@ -303,7 +303,7 @@ async fn try_merge(
         summary.skipped_duplicates += repeats as u64;
         "incoming"
     };
-    sqlx::query(AssertSqlSafe(format!("ANALYZE {incoming}"))).execute(&mut *tx).await?;
+    analyze(&mut tx, incoming).await?;
 
     steps.enter(Step::Checks).await?;
     record_checks(&mut tx, import).await?;
@@ -451,11 +451,15 @@ struct Compared {
 }
 
 /// What the lifecycle compares of a finding (CVEs, severity, scores, output) as one 64-bit
-/// hash, for the row alias `t`; no field but the last can hold the separator.
+/// hash, for the row alias `t`: each field hashed as its own type (`hash_array_extended` over
+/// the CVE list, the float hash over each score, a constant for a missing one) and the output
+/// hashed with their combination as its seed. No field is formatted as text first, which took
+/// twice as long (1M findings: 0.4 s against 0.8 s).
 fn digest(t: &str) -> String {
     format!(
-        "hashtextextended(concat_ws(E'\\x1f', array_to_string({t}.cves, ','), {t}.severity,
-                                    coalesce({t}.cvss::text, '-'), coalesce({t}.vpr::text, '-'), {t}.output), 0)"
+        "hashtextextended({t}.output, hash_array_extended({t}.cves, 0) # hashint2extended({t}.severity, 1)
+                                      # coalesce(hashfloat4extended({t}.cvss, 2), 3)
+                                      # coalesce(hashfloat4extended({t}.vpr, 4), 5))"
     )
 }
 
@@ -527,8 +531,11 @@ async fn all_new(tx: &mut Transaction<'_, Postgres>, incoming: &str) -> std::res
     Ok(Compared { new: new as u64, fixed_new: fixed_new as u64, ..Compared::default() })
 }
 
-/// Upserts the scanner checks of the staged rows (their text is on the first row of each check).
+/// Upserts the scanner checks of the staged rows (their text is on the first row of each check),
+/// read through the staging table's index of those rows: the planner, without statistics of
+/// the staging table, would expect nearly every row to carry a text and scan them all.
 pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, import: &Import) -> sqlx::Result<()> {
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut **tx).await?;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO scanner_checks AS c (scanner, check_id, title, description, solution)
          SELECT DISTINCT ON (check_id) $1, check_id, title, coalesce(description, ''), coalesce(solution, '')
@@ -541,6 +548,7 @@ pub(crate) async fn record_checks(tx: &mut Transaction<'_, Postgres>, import: &I
     .bind(import.scanner())
     .execute(&mut **tx)
     .await?;
+    sqlx::query("SET LOCAL enable_seqscan = on").execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -552,12 +560,36 @@ pub(crate) async fn settings(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result
     Ok(())
 }
 
-/// Many new findings make the table's statistics stale for the next merge: they are refreshed
-/// in the merge's transaction.
+/// Many new findings make the table's statistics stale for the next merge (a first import's
+/// findings, into a table whose statistics say it is empty): they are refreshed in the merge's
+/// transaction when they add a fifth or more to the findings PostgreSQL last counted. Fewer
+/// (a weekly rescan's 5 % of new findings) are left to autovacuum: the plans do not change
+/// with them, and the `ANALYZE` would wait up to a second for autovacuum to give the table up.
 pub(crate) async fn refresh_statistics(tx: &mut Transaction<'_, Postgres>, new: u64) -> sqlx::Result<()> {
-    if new > 10_000 {
-        sqlx::query("ANALYZE vulnerabilities").execute(&mut **tx).await?;
+    if new <= 10_000 {
+        return Ok(());
     }
+    let counted: f32 =
+        sqlx::query_scalar("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'vulnerabilities'::regclass")
+            .fetch_one(&mut **tx)
+            .await?;
+    if new as f64 >= 0.2 * f64::from(counted) {
+        analyze(tx, "vulnerabilities").await?;
+    }
+    Ok(())
+}
+
+/// Statistics samples of the merge: 3,000 rows instead of PostgreSQL's default 30,000. The
+/// merge's plans need row counts and how keys spread, not fine histograms, and reading the
+/// larger sample of a million-row table took 0.5–0.8 s per `ANALYZE`, against 30–40 ms.
+const STATISTICS_TARGET: u32 = 10;
+
+/// Refreshes the planner's statistics of `table` in the merge's transaction, from a sample of
+/// [`STATISTICS_TARGET`]'s size (autovacuum later samples more, at its own pace).
+async fn analyze(tx: &mut Transaction<'_, Postgres>, table: &str) -> sqlx::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL default_statistics_target = {STATISTICS_TARGET}; ANALYZE {table}")))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

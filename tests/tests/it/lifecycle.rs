@@ -9,10 +9,7 @@ use hexflow_tests::{
 use shared::{Status, events::Summary};
 
 async fn import(env: &TestEnv, gateway: &hexflow_tests::GatewayHandle, rows: &[Row], scan_date: &str) -> Summary {
-    let id = gateway.upload_ok(files::generic_csv(rows), "scan.csv", &[("scanDate", scan_date)]).await;
-    let done = env.wait_for_terminal(id, Duration::from_secs(30)).await;
-    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
-    done.summary.unwrap()
+    import_bytes(env, gateway, files::generic_csv(rows), scan_date).await
 }
 
 fn scan(hosts: &[&str], checks: &[&str]) -> Vec<Row> {
@@ -69,6 +66,56 @@ async fn missing_findings_resolve_and_come_back_reopened() {
     .await
     .unwrap();
     assert_eq!(last_seen, "2026-01-15", "last_seen follows the scan date");
+}
+
+/// A generic-format scan of host h1 with one finding per `(check, severity, cves, cvss, output)`.
+fn detailed(rows: &[(&str, &str, &str, &str, &str)]) -> Vec<u8> {
+    let mut out = format!("{}\n", files::GENERIC_HEADER);
+    for (check, severity, cves, cvss, output) in rows {
+        out.push_str(&format!("h1,{check},Check {check},{severity},443,tcp,\"{cves}\",{cvss},d,s,\"{output}\"\n"));
+    }
+    out.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_detail_the_lifecycle_compares_makes_a_finding_updated_on_its_own() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    let base = ("high", "CVE-2024-0001, CVE-2024-0002", "7.5", "evidence");
+    let checks = ["SEV", "CVSS", "NOCVSS", "MORECVE", "NOCVE", "OUT", "SAME"];
+    let week1: Vec<_> = checks.iter().map(|c| (*c, base.0, base.1, base.2, base.3)).collect();
+    let first = import_bytes(&env, &gateway, detailed(&week1), "2026-01-01").await;
+    assert_eq!(first.new, 7);
+
+    // Each finding but the last differs from last week's in one detail only.
+    let week2 = [
+        ("SEV", "medium", base.1, base.2, base.3),
+        ("CVSS", base.0, base.1, "7.6", base.3),
+        ("NOCVSS", base.0, base.1, "", base.3),
+        ("MORECVE", base.0, "CVE-2024-0001, CVE-2024-0002, CVE-2024-0003", base.2, base.3),
+        ("NOCVE", base.0, "", base.2, base.3),
+        ("OUT", base.0, base.1, base.2, "other evidence"),
+        ("SAME", base.0, base.1, base.2, base.3),
+    ];
+    let s2 = import_bytes(&env, &gateway, detailed(&week2), "2026-01-08").await;
+    assert_eq!((s2.new, s2.updated, s2.unchanged, s2.resolved, s2.reopened), (0, 6, 1, 0, 0), "{s2:?}");
+
+    // The details as stored compare equal to the same scan read again.
+    let s3 = import_bytes(&env, &gateway, detailed(&week2), "2026-01-15").await;
+    assert_eq!((s3.new, s3.updated, s3.unchanged, s3.resolved, s3.reopened), (0, 0, 7, 0, 0), "{s3:?}");
+}
+
+async fn import_bytes(
+    env: &TestEnv,
+    gateway: &hexflow_tests::GatewayHandle,
+    bytes: Vec<u8>,
+    scan_date: &str,
+) -> Summary {
+    let id = gateway.upload_ok(bytes, "scan.csv", &[("scanDate", scan_date)]).await;
+    let done = env.wait_for_terminal(id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, Status::Completed, "{:#?}", done.error);
+    done.summary.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
