@@ -159,18 +159,26 @@ impl SlicedPace {
     /// latest growth (or from when watching began), so the time since then is spent.
     pub fn secs_to(&self, now: Instant, target: u64, default_per_sec: f64) -> f64 {
         let Some((since, at)) = self.last.or(self.watched) else { return 0.0 };
-        let measured = match (self.first, self.last) {
-            (Some((t0, c0)), Some((t1, c1))) => Some((c1.saturating_sub(c0), t1.duration_since(t0).as_secs_f64())),
-            _ => None,
-        };
-        let per_sec = match measured {
-            Some((grown, secs)) if grown > 0 && secs >= Self::MIN_SECS => grown as f64 / secs,
-            _ => default_per_sec,
-        };
+        let per_sec = self.per_sec().unwrap_or(default_per_sec);
         if per_sec <= 0.0 {
             return 0.0;
         }
         (target.saturating_sub(at) as f64 / per_sec - now.duration_since(since).as_secs_f64()).max(0.0)
+    }
+
+    /// The count's growth per second between the first and the latest growth seen, once they
+    /// are `MIN_SECS` apart.
+    pub fn per_sec(&self) -> Option<f64> {
+        let ((t0, c0), (t1, c1)) = (self.first?, self.last?);
+        let (grown, secs) = (c1.saturating_sub(c0), t1.duration_since(t0).as_secs_f64());
+        (grown > 0 && secs >= Self::MIN_SECS).then(|| grown as f64 / secs)
+    }
+
+    /// The count expected at `now` at the pace measured, from the latest growth (the count
+    /// seen last, before a pace is measured).
+    pub fn count_at(&self, now: Instant) -> f64 {
+        let Some((since, at)) = self.last.or(self.watched) else { return 0.0 };
+        at as f64 + self.per_sec().unwrap_or(0.0) * now.duration_since(since).as_secs_f64()
     }
 
     /// Time between two growths for their pace to say something.
@@ -239,6 +247,7 @@ mod tests {
         // The first slice ends soon after watching began: most of it was written before.
         pace.observe(at(200), 500);
         assert_eq!(pace.secs_to(at(200), 1000, 100.0), 5.0, "one growth alone gives no pace");
+        assert_eq!((pace.per_sec(), pace.count_at(at(900))), (None, 500.0));
         pace.observe(at(600), 500);
         assert_eq!(pace.secs_to(at(600), 1000, 100.0), 4.6);
         pace.observe(at(1200), 600);
@@ -247,6 +256,8 @@ mod tests {
         assert_eq!(pace.secs_to(at(9000), 1000, 100.0), 0.0, "never below zero");
         pace.observe(at(1700), 800);
         assert!((pace.secs_to(at(1700), 1000, 100.0) - 1.0).abs() < 1e-9, "300 in 1.5 s: 200 to go");
+        assert_eq!(pace.per_sec(), Some(200.0));
+        assert!((pace.count_at(at(2200)) - 900.0).abs() < 1e-9, "at that pace from the latest growth");
     }
 
     #[test]
