@@ -115,6 +115,11 @@ pub struct E2eArgs {
     /// with one are not the product's.
     #[arg(long = "db-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub db_settings: Vec<(String, String)>,
+    /// An environment variable for the upload gateway and the worker, as `name=value`;
+    /// repeatable (for instance `HEXFLOW_EARLY_STARTS=0`, to measure imports that start only
+    /// once their files are stored). The report lists them.
+    #[arg(long = "service-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub service_env: Vec<(String, String)>,
     /// The `hexflow` binary [default: next to this one].
     #[arg(long)]
     pub hexflow: Option<PathBuf>,
@@ -145,6 +150,10 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     for (name, value) in &args.db_settings {
         report.versions.push(("database setting (diagnosis, not the default)".into(), format!("{name} = {value}")));
     }
+    for (name, value) in &args.service_env {
+        report.versions.push(("service setting (not the default)".into(), format!("{name}={value}")));
+    }
+    stack.service_env = args.service_env.clone();
 
     // A first-only run checks the first imports' counts too, when they lie beside the file.
     let (next_week, counts) = weeks::sidecars(&file);
@@ -290,5 +299,17 @@ fn parse_setting(raw: &str) -> Result<(String, String), String> {
             Ok((name.to_owned(), value.to_owned()))
         }
         _ => Err(format!("{raw:?} is not NAME=VALUE (e.g. enable_nestloop=off)")),
+    }
+}
+
+fn parse_env(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((name, value))
+            if name.starts_with("HEXFLOW_")
+                && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{raw:?} is not HEXFLOW_NAME=VALUE (e.g. HEXFLOW_EARLY_STARTS=0)")),
     }
 }

@@ -112,6 +112,8 @@ pub struct Stack {
     pub hexflow: PathBuf,
     /// Where child logs go.
     pub logs: PathBuf,
+    /// Environment added to the gateway's and the worker's (after the defaults).
+    pub service_env: Vec<(String, String)>,
 }
 
 /// Settings of one pair of services.
@@ -133,7 +135,7 @@ impl Stack {
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_dir, None))
             .await?
             .context("starting PostgreSQL")?;
-        Ok(Stack { gateway: None, worker: None, nats, pg, hexflow, logs })
+        Ok(Stack { gateway: None, worker: None, nats, pg, hexflow, logs, service_env: Vec::new() })
     }
 
     /// Creates `database` (if missing) with the given settings and applies the migrations with
@@ -173,7 +175,8 @@ impl Stack {
         // Files past the default 2 GiB upload limit (a 5,000,000-row export is 5.3 GB).
         cmd.env("DATABASE_URL", &db_url)
             .env("HEXFLOW_LISTEN", format!("127.0.0.1:{gateway_port}"))
-            .env("HEXFLOW_MAX_UPLOAD_BYTES", BENCH_MAX_UPLOAD_BYTES.to_string());
+            .env("HEXFLOW_MAX_UPLOAD_BYTES", BENCH_MAX_UPLOAD_BYTES.to_string())
+            .envs(self.service_env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().context("starting hexflow upload-gateway")?;
         self.gateway = Some(Service { name: "upload-gateway".into(), child, port: gateway_port, ops_port, log });
 
@@ -181,7 +184,8 @@ impl Stack {
         let (mut cmd, ops_port) = self.command("import-worker", &log)?;
         cmd.env("DATABASE_URL", &db_url)
             .env("HEXFLOW_WORKER_CONCURRENCY", "1")
-            .env("HEXFLOW_PROGRESS_EVENTS", s.progress_events.to_string());
+            .env("HEXFLOW_PROGRESS_EVENTS", s.progress_events.to_string())
+            .envs(self.service_env.iter().map(|(k, v)| (k, v)));
         let child = cmd.spawn().context("starting hexflow import-worker")?;
         self.worker = Some(Service { name: "import-worker".into(), child, port: ops_port, ops_port, log });
 

@@ -344,6 +344,10 @@ pub struct ImportJob {
     pub tenant: String,
     /// W3C trace context of the upload request.
     pub traceparent: Option<String>,
+    /// Set when the job was queued while the file was still arriving: the name its chunks are
+    /// stored under (`$O.hexflow_uploads.C.<arriving>`) until the object's metadata is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arriving: Option<String>,
 }
 
 /// Milliseconds since the epoch, now.

@@ -37,7 +37,22 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// hashing stay on the request's task while compression takes another core.
 const FRAMES_IN_FLIGHT: usize = 2;
 
-/// What [`Nats::put_upload`] stored.
+/// How often an upload in progress stores a chunk at least, an empty one when no data came: the
+/// sign, for a worker reading it as it arrives and for the sweep of orphaned chunks, that the
+/// upload is alive however slowly its client sends.
+pub const UPLOAD_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a reader of an arriving upload waits without a chunk or metadata before it takes the
+/// upload for lost (its gateway stopped): six heartbeats.
+pub const ARRIVING_STALL: Duration = Duration::from_secs(30);
+/// The object metadata key that marks an upload its gateway gave up on, with the reason.
+pub const INTERRUPTED_KEY: &str = "hexflow-interrupted";
+
+/// A new name for an upload's chunks (`$O.<bucket>.C.<nuid>`), chosen before the first is written.
+pub fn new_upload_nuid() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// What [`Nats::put_upload_chunks`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUpload {
     /// The file's bytes.
@@ -48,6 +63,8 @@ pub struct StoredUpload {
     pub chunks: usize,
     /// SHA-256 of the file's bytes, in lowercase hex.
     pub sha256: String,
+    /// SHA-256 of the stored bytes: the object's digest.
+    digest: Vec<u8>,
 }
 
 impl Nats {
@@ -56,38 +73,55 @@ impl Nats {
         self.js.get_object_store(names::UPLOADS_BUCKET).await.map_err(failed("opening uploads bucket"))
     }
 
-    /// Stores everything `data` yields as the object `name` of the uploads bucket: each read
-    /// (at most `chunk_size` bytes) compressed as one zstd frame on a blocking thread, a few
-    /// ahead of the chunks being written; whole frames packed into chunks of about `chunk_size`
-    /// bytes (a frame that does not shrink goes alone, a few bytes over), several acknowledged
-    /// at once; then its metadata ([`crate::compression`]). A failure before the metadata leaves
-    /// chunks no name points to, which [`Nats::purge_orphan_chunks`] removes once they are quiet.
-    pub async fn put_upload(
+    /// Stores everything `data` yields as the chunks `nuid` of the uploads bucket: each read (at
+    /// most `chunk_size` bytes) compressed as one zstd frame on a blocking thread, a few ahead of
+    /// the chunks being written; whole frames packed into chunks of about `chunk_size` bytes (a
+    /// frame that does not shrink goes alone, a few bytes over), several acknowledged at once.
+    /// A chunk is stored at least every [`UPLOAD_HEARTBEAT`] (an empty one when no data came).
+    /// No metadata names the chunks until
+    /// [`Nats::commit_upload`]; [`Nats::discard_upload`] removes them.
+    pub async fn put_upload_chunks(
         &self,
-        name: &str,
-        description: Option<String>,
+        nuid: &str,
         chunk_size: usize,
         mut data: impl AsyncRead + Unpin,
     ) -> Result<StoredUpload, BusError> {
-        let nuid = uuid::Uuid::now_v7().simple().to_string();
-        let mut chunks = ChunkWriter::new(self, format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET), chunk_size);
+        let mut chunks = ChunkWriter::new(self, chunk_subject(nuid), chunk_size);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut compressing: VecDeque<JoinHandle<std::io::Result<Vec<u8>>>> = VecDeque::new();
+        let mut buffer = BytesMut::with_capacity(chunk_size);
         loop {
-            let mut buffer = BytesMut::with_capacity(chunk_size);
-            let n = data.read_buf(&mut buffer).await.map_err(failed("reading the upload"))?;
-            if n == 0 {
+            // `read_buf` is cancel-safe: a read cut by the heartbeat has taken nothing.
+            let n = match tokio::time::timeout(UPLOAD_HEARTBEAT, data.read_buf(&mut buffer)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    // The reader gets what has arrived so far, or a sign of life.
+                    for frame in compressing.drain(..) {
+                        chunks.write(compressed(frame).await?).await?;
+                    }
+                    chunks.keep_alive(UPLOAD_HEARTBEAT).await?;
+                    continue;
+                }
+            }
+            .map_err(failed("reading the upload"))?;
+            if n == 0 && buffer.is_empty() {
                 break;
             }
-            hasher.update(&buffer);
-            size += n as u64;
-            let block = buffer.freeze();
+            if n > 0 && buffer.len() < chunk_size {
+                continue;
+            }
+            let block = std::mem::replace(&mut buffer, BytesMut::with_capacity(chunk_size)).freeze();
+            hasher.update(&block);
+            size += block.len() as u64;
             compressing.push_back(tokio::spawn(compression::compress_on_a_core(block)));
             if compressing.len() > FRAMES_IN_FLIGHT
                 && let Some(oldest) = compressing.pop_front()
             {
                 chunks.write(compressed(oldest).await?).await?;
+            }
+            if n == 0 {
+                break;
             }
         }
         for frame in compressing {
@@ -95,34 +129,89 @@ impl Nats {
         }
         let stored = chunks.finish().await?;
         let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(StoredUpload { size, stored_size: stored.size, chunks: stored.chunks, sha256, digest: stored.digest })
+    }
+
+    /// Names the chunks `nuid` as the object `name` by writing its metadata
+    /// ([`crate::compression`]): from here on the upload is whole for every reader.
+    pub async fn commit_upload(
+        &self,
+        name: &str,
+        description: Option<String>,
+        nuid: &str,
+        chunk_size: usize,
+        stored: &StoredUpload,
+    ) -> Result<(), BusError> {
+        let metadata = [
+            (compression::ENCODING_KEY.to_owned(), compression::ZSTD_FRAMES.to_owned()),
+            (compression::DECODED_SIZE_KEY.to_owned(), stored.size.to_string()),
+        ];
         let info = ObjectInfo {
             name: name.to_owned(),
             description,
-            metadata: [
-                (compression::ENCODING_KEY.to_owned(), compression::ZSTD_FRAMES.to_owned()),
-                (compression::DECODED_SIZE_KEY.to_owned(), size.to_string()),
-            ]
-            .into(),
+            metadata: metadata.into(),
             headers: None,
             options: Some(ObjectOptions { link: None, max_chunk_size: Some(chunk_size) }),
             bucket: names::UPLOADS_BUCKET.to_owned(),
-            nuid,
-            size: stored.size as usize,
+            nuid: nuid.to_owned(),
+            size: stored.stored_size as usize,
             chunks: stored.chunks,
             modified: Some(async_nats::datetime::now()),
-            digest: Some(format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(stored.digest))),
+            digest: Some(format!("SHA-256={}", base64::engine::general_purpose::URL_SAFE.encode(&stored.digest))),
             deleted: false,
         };
+        self.write_metadata(&info).await
+    }
+
+    /// Marks the object `name` as given up, with `reason` (a reader following it stops with that
+    /// reason), then removes its chunks `nuid`.
+    pub async fn interrupt_upload(&self, name: &str, nuid: &str, reason: &str) -> Result<(), BusError> {
+        let info = ObjectInfo {
+            name: name.to_owned(),
+            description: None,
+            metadata: [(INTERRUPTED_KEY.to_owned(), reason.to_owned())].into(),
+            headers: None,
+            options: None,
+            bucket: names::UPLOADS_BUCKET.to_owned(),
+            nuid: nuid.to_owned(),
+            size: 0,
+            chunks: 0,
+            modified: Some(async_nats::datetime::now()),
+            digest: None,
+            deleted: false,
+        };
+        self.write_metadata(&info).await?;
+        self.purge_upload_chunks(nuid).await
+    }
+
+    /// Removes an upload that was never handed on: the object `name`, if its metadata was
+    /// written, and the chunks `nuid`. Idempotent.
+    pub async fn discard_upload(&self, name: &str, nuid: &str) -> Result<(), BusError> {
+        self.purge_upload(name).await?;
+        self.purge_upload_chunks(nuid).await
+    }
+
+    async fn purge_upload_chunks(&self, nuid: &str) -> Result<(), BusError> {
+        let stream = self
+            .js
+            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
+            .await
+            .map_err(failed("opening the uploads stream"))?;
+        stream.purge().filter(chunk_subject(nuid)).await.map_err(failed("purging the upload's chunks"))?;
+        Ok(())
+    }
+
+    async fn write_metadata(&self, info: &ObjectInfo) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_ROLLUP, "sub");
-        let payload = serde_json::to_vec(&info).expect("object metadata always serialises");
+        let payload = serde_json::to_vec(info).expect("object metadata always serialises");
         self.js
-            .publish_with_headers(meta_subject(name), headers, payload.into())
+            .publish_with_headers(meta_subject(&info.name), headers, payload.into())
             .await
             .map_err(failed("writing the upload's metadata"))?
             .await
             .map_err(failed("storing the upload's metadata"))?;
-        Ok(StoredUpload { size, stored_size: stored.size, chunks: stored.chunks, sha256 })
+        Ok(())
     }
 
     /// Removes an uploaded object for good: its chunks, then its metadata subject (the object
@@ -146,8 +235,7 @@ impl Nats {
         };
         // Chunks first: a failure in between leaves the metadata, from which a retry finds them.
         if let Some(nuid) = info.map(|i| i.nuid).filter(|n| !n.is_empty()) {
-            let chunks = format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET);
-            stream.purge().filter(chunks).await.map_err(failed("purging the upload's chunks"))?;
+            stream.purge().filter(chunk_subject(&nuid)).await.map_err(failed("purging the upload's chunks"))?;
         }
         stream.purge().filter(meta_subject).await.map_err(failed("purging the upload's metadata"))?;
         Ok(())
@@ -185,10 +273,9 @@ impl Nats {
     }
 
     /// Purges the chunks no object's metadata names whose newest chunk is older than
-    /// `quiet_for`: what an upload leaves when the store refuses a chunk (a full bucket, a lost
-    /// leader) before its metadata is written, which deleting the object by name cannot find.
-    /// An upload in progress writes a chunk at least every idle timeout of the gateway, so a
-    /// `quiet_for` above that never touches one. Returns how many uploads' chunks were purged.
+    /// `quiet_for`: what an upload leaves when its gateway stops before the metadata is written
+    /// (and could not remove them, as it does on every refusal). An upload in progress writes a chunk at least every [`UPLOAD_HEARTBEAT`], so a
+    /// `quiet_for` well above that never touches one. Returns how many uploads' chunks were purged.
     pub async fn purge_orphan_chunks(&self, quiet_for: Duration) -> Result<usize, BusError> {
         use futures::TryStreamExt;
         let stream = self
@@ -249,6 +336,7 @@ struct ChunkWriter<'a> {
     hasher: Sha256,
     size: u64,
     chunks: usize,
+    last_published: std::time::Instant,
 }
 
 /// What [`ChunkWriter::finish`] stored.
@@ -269,7 +357,13 @@ impl<'a> ChunkWriter<'a> {
             hasher: Sha256::new(),
             size: 0,
             chunks: 0,
+            last_published: std::time::Instant::now(),
         }
+    }
+
+    /// Publishes what is pending, or an empty chunk, unless a chunk went out within `every`.
+    async fn keep_alive(&mut self, every: Duration) -> Result<(), BusError> {
+        if self.last_published.elapsed() < every { Ok(()) } else { self.publish().await }
     }
 
     /// Adds a frame, publishing the chunk before it when the frame would not fit in it.
@@ -298,6 +392,7 @@ impl<'a> ChunkWriter<'a> {
             .await
             .map_err(failed("writing a chunk of the upload"))?;
         self.in_flight.push_back(ack);
+        self.last_published = std::time::Instant::now();
         Ok(())
     }
 
@@ -311,6 +406,11 @@ impl<'a> ChunkWriter<'a> {
         }
         Ok(StoredChunks { size: self.size, chunks: self.chunks, digest: self.hasher.finalize().to_vec() })
     }
+}
+
+/// The subject of the chunks `nuid` of the uploads bucket.
+pub fn chunk_subject(nuid: &str) -> String {
+    format!("$O.{}.C.{nuid}", names::UPLOADS_BUCKET)
 }
 
 /// The metadata subject of the object `name`: the object store names it by the name in URL-safe

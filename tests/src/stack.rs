@@ -213,6 +213,15 @@ impl TestEnv {
         panic!("import {id}: condition not reached within {limit:?}; last snapshot: {last:#?}");
     }
 
+    /// Chunks stored in the uploads bucket, whatever object (or none) names them.
+    pub async fn upload_chunks(&self) -> usize {
+        use futures::TryStreamExt;
+        let stream = self.nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.expect("uploads stream");
+        let subjects =
+            stream.info_with_subjects(format!("$O.{}.C.>", names::UPLOADS_BUCKET)).await.expect("stream info");
+        subjects.try_fold(0, |n, (_, count)| async move { Ok(n + count) }).await.expect("subject counts")
+    }
+
     /// A single number from SQL.
     pub async fn scalar(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))

@@ -61,7 +61,9 @@ function runApp() {
 
   const upload = async (file) => {
     const key = cards.addUpload(file);
-    const fields = { format: $('format').value, scanDate: $('scan-date').value };
+    // A session id of our own, sent before the file, lets a large import start while it uploads
+    // (randomUUID exists on HTTPS and localhost pages; elsewhere the server picks the id).
+    const fields = { sessionId: globalThis.crypto?.randomUUID?.(), format: $('format').value, scanDate: $('scan-date').value };
     try {
       const answer = await uploadFile(file, fields, (loaded, total) => cards.uploadProgress(key, loaded, total));
       cards.uploaded(key, answer.sessionId);

@@ -223,7 +223,8 @@ impl From<anyhow::Error> for Stop {
     }
 }
 
-/// The multipart form: the file streamed, the optional fields after it.
+/// The multipart form: a session id of our own and the optional fields, then the file streamed
+/// (fields before the file let a large import start while the file uploads).
 async fn upload_form(args: &ImportArgs) -> anyhow::Result<reqwest::multipart::Form> {
     let file = tokio::fs::File::open(&args.file).await.with_context(|| format!("opening {}", args.file.display()))?;
     let size = file.metadata().await.with_context(|| format!("reading {}", args.file.display()))?.len();
@@ -234,13 +235,14 @@ async fn upload_form(args: &ImportArgs) -> anyhow::Result<reqwest::multipart::Fo
     )
     .file_name(name.clone())
     .mime_str("text/csv")?;
-    let mut form = reqwest::multipart::Form::new().part("file", part);
+    let mut form = reqwest::multipart::Form::new().text("sessionId", uuid::Uuid::new_v4().to_string());
     if let Some(f) = &args.format {
         form = form.text("format", f.clone());
     }
     if let Some(d) = &args.scan_date {
         form = form.text("scanDate", d.clone());
     }
+    let form = form.part("file", part);
     eprintln!("Uploading {name} ({})…", human_bytes(size));
     Ok(form)
 }

@@ -22,6 +22,8 @@ pub struct Import {
     pub staging: String,
     /// Name of the uploaded object.
     pub object_key: String,
+    /// The upload's chunks, when the job was queued while the file was still arriving.
+    pub arriving: Option<String>,
 }
 
 impl Import {
@@ -43,6 +45,7 @@ impl Import {
             scan_date: job.scan_date.clone(),
             staging: names::staging_table(job.import_id),
             object_key: job.object_key.clone(),
+            arriving: job.arriving.clone(),
         })
     }
 
@@ -74,6 +77,7 @@ mod tests {
             owner: "alice".into(),
             tenant: "acme".into(),
             traceparent: None,
+            arriving: None,
         }
     }
 

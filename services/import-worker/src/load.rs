@@ -148,7 +148,7 @@ pub async fn load(
     cancel: &CancellationToken,
 ) -> Result<Loaded> {
     let live = Arc::new(Live::default());
-    let head = crate::object::open(nats, &spec.import.object_key, 0).await?;
+    let head = crate::object::open(nats, &spec.import.object_key, spec.import.arriving.as_deref(), 0).await?;
     let (head, resume) = match spec.resume {
         None => (CountingReader { inner: head, count: live.bytes.clone() }, None),
         Some(point) => {
@@ -157,7 +157,8 @@ pub async fn load(
             live.invalid.store(point.invalid, Ordering::Relaxed);
             live.staged.store(point.staged, Ordering::Relaxed);
             live.bytes.store(offset, Ordering::Relaxed);
-            let tail = crate::object::open(nats, &spec.import.object_key, offset).await?;
+            let tail =
+                crate::object::open(nats, &spec.import.object_key, spec.import.arriving.as_deref(), offset).await?;
             let tail = SyncIoBridge::new(CountingReader { inner: tail, count: live.bytes.clone() });
             // Only the header is read again from the head: it does not count as progress.
             (CountingReader { inner: head, count: Arc::default() }, Some((tail, point)))
@@ -312,7 +313,7 @@ fn parse<R: Read + 'static>(
     let send = |m: Message| tx.blocking_send(m).is_ok();
     let mut prefix = Vec::with_capacity(64 * 1024);
     if let Err(e) = (&mut head).take(SNIFF_BYTES as u64).read_to_end(&mut prefix) {
-        send(Message::Failed(JobError::transient("reading the uploaded file", e)));
+        send(Message::Failed(reading_failed(e)));
         return;
     }
     let complete = prefix.len() < SNIFF_BYTES;
@@ -444,10 +445,10 @@ fn read_error(e: ReadError, delta: u64) -> JobError {
 }
 
 fn read_error_of(e: ReadError) -> JobError {
-    // Reading the upload failed (the broker went away): another attempt can succeed.
-    if e.code() == "IO_ERROR" {
-        return JobError::transient("reading the uploaded file", e);
-    }
+    let e = match e {
+        ReadError::Io { source, .. } => return reading_failed(source),
+        other => other,
+    };
     let suggestions: &[&str] = match e.code() {
         "LINE_TOO_LONG" => &[
             "Check that the file is a CSV export and not another kind of file.",
@@ -459,6 +460,16 @@ fn read_error_of(e: ReadError) -> JobError {
         ],
     };
     JobError::invalid(e.code(), e.to_string(), ErrorDetails { line: e.line(), ..Default::default() }, suggestions)
+}
+
+/// Reading the upload failed: as the object reader said when it gave the upload up
+/// (`UPLOAD_INTERRUPTED`), else a transient failure (the broker went away), which another
+/// attempt can get past.
+fn reading_failed(e: std::io::Error) -> JobError {
+    match e.downcast::<JobError>() {
+        Ok(given_up) => given_up,
+        Err(e) => JobError::transient("reading the uploaded file", e),
+    }
 }
 
 /// Counts the bytes read from the object, for progress by bytes consumed.

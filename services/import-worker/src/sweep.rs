@@ -89,12 +89,12 @@ async fn remove_orphans(worker: &Worker) -> Result<()> {
             old.push((subject, info.name));
         }
     }
-    // Chunks without metadata (the store refused a chunk): no upload in progress is quiet for
-    // the idle timeout of the gateway, and none of them for ten minutes.
+    // Chunks without metadata (their gateway stopped mid-upload): an upload in progress stores
+    // a chunk every few seconds, so none of them is quiet for the grace or ten minutes.
     let quiet_for = Duration::from_secs(worker.config.upload_orphan_grace_secs.min(ORPHAN_CHUNKS_QUIET_SECS));
     let purged = worker.nats.purge_orphan_chunks(quiet_for).await.step("removing orphaned chunks")?;
     if purged > 0 {
-        tracing::info!(uploads = purged, "sweep: removed the chunks of uploads the store refused");
+        tracing::info!(uploads = purged, "sweep: removed the chunks of uploads whose gateway stopped");
     }
     if old.is_empty() {
         return Ok(());

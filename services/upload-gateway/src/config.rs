@@ -19,6 +19,11 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 3600;
 /// Default longest silence while an upload is being received, in seconds.
 pub const DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS: u64 = 60;
 
+/// Default smallest declared upload that starts its import while the file arrives: 16 MiB.
+pub const DEFAULT_EARLY_START_BYTES: u64 = 16 * 1024 * 1024;
+/// Default number of uploads per gateway whose imports run while their files arrive.
+pub const DEFAULT_EARLY_STARTS: usize = 2;
+
 /// Everything the upload gateway needs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
@@ -47,6 +52,25 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub upload_idle_timeout_secs: u64,
+    /// Smallest upload, by its declared `Content-Length`, whose import starts while the file
+    /// arrives (when the client sent `sessionId` before the file); smaller ones are queued once
+    /// stored.
+    #[arg(
+        long = "early-start-bytes",
+        env = "HEXFLOW_EARLY_START_BYTES",
+        value_name = "HEXFLOW_EARLY_START_BYTES",
+        default_value_t = DEFAULT_EARLY_START_BYTES
+    )]
+    pub early_start_bytes: u64,
+    /// Uploads of this gateway whose imports run while their files arrive, at most (each holds
+    /// a worker's slot as long as its client takes to send the file); 0 turns early starts off.
+    #[arg(
+        long = "early-starts",
+        env = "HEXFLOW_EARLY_STARTS",
+        value_name = "HEXFLOW_EARLY_STARTS",
+        default_value_t = DEFAULT_EARLY_STARTS
+    )]
+    pub early_starts: usize,
     /// Serve the browser page from this directory instead of the copy embedded in the binary
     /// (for development: edits show without a rebuild).
     #[arg(long = "web-dir", env = "HEXFLOW_WEB_DIR", value_name = "HEXFLOW_WEB_DIR")]
@@ -80,6 +104,8 @@ impl Config {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
             upload_idle_timeout_secs: DEFAULT_UPLOAD_IDLE_TIMEOUT_SECS,
+            early_start_bytes: DEFAULT_EARLY_START_BYTES,
+            early_starts: DEFAULT_EARLY_STARTS,
             web_dir: None,
             connections: ConnLimits::default(),
             ops: OpsConfig::local(),

@@ -52,7 +52,8 @@ pub fn api_router(config: Arc<Config>, nats: Nats, db: sqlx::PgPool, metrics: &M
     let config_limit = config.max_upload_bytes;
     let web = web::router(config.web_dir.as_deref());
     let auth = shared::auth::Authenticator::new(&config.auth);
-    let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config, auth };
+    let early_starts = Arc::new(tokio::sync::Semaphore::new(config.early_starts));
+    let state = AppState { db, nats, metrics: GatewayMetrics::register(metrics), config, auth, early_starts };
     http::api_router()
         .with_state(state)
         .merge(web)

@@ -30,6 +30,9 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Counters shown at `/metrics`.
     pub metrics: GatewayMetrics,
+    /// Permits for uploads whose imports run while their files arrive
+    /// (`HEXFLOW_EARLY_STARTS`).
+    pub early_starts: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the gateway counts.
@@ -45,6 +48,8 @@ pub struct GatewayMetrics {
     pub upload_stored_bytes: Counter,
     /// Time from request to queued job.
     pub upload_seconds: Histogram,
+    /// Uploads whose imports started while their files arrived.
+    pub uploads_started_early: Counter,
 }
 
 impl GatewayMetrics {
@@ -62,6 +67,10 @@ impl GatewayMetrics {
                 "hexflow_upload_seconds",
                 "Time from request to queued job",
                 shared::metrics::SECONDS_BUCKETS,
+            ),
+            uploads_started_early: metrics.counter(
+                "hexflow_uploads_started_early_total",
+                "Uploads whose imports started while their files arrived",
             ),
         }
     }

@@ -283,6 +283,9 @@ async fn the_sweep_removes_orphaned_uploads_and_delete_markers_but_not_queued_on
     store.put("orphan", &mut &b"asset,check_id\n"[..]).await.unwrap();
     store.put("deleted", &mut &b"asset,check_id\n"[..]).await.unwrap();
     store.delete("deleted").await.unwrap();
+    // The chunks of an upload whose gateway stopped before writing its metadata.
+    let chunks = shared::uploads::chunk_subject(&shared::uploads::new_upload_nuid());
+    env.nats.js.publish(chunks, "asset,check_id\n".into()).await.unwrap().await.unwrap();
     assert!(bucket_messages(&env).await > 0);
     // A queued import's upload is kept however old it is (no worker consumes jobs here: the
     // row stays queued).
@@ -307,7 +310,7 @@ async fn the_sweep_removes_orphaned_uploads_and_delete_markers_but_not_queued_on
             c.concurrency = 1;
         })
         .await;
-    until(Duration::from_secs(30), "the orphan and the marker are purged", || async {
+    until(Duration::from_secs(30), "the orphans and the marker are purged", || async {
         bucket_messages(&env).await == 2
     })
     .await;

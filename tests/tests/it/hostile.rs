@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use hexflow_tests::{
     TestEnv, files,
     realtime::{TEST_SECRET, token},
@@ -28,18 +27,11 @@ async fn secured_gateway(env: &TestEnv, adjust: impl FnOnce(&mut upload_gateway:
     .await
 }
 
-/// Messages of the uploads bucket's chunk subjects: what a leaked upload leaves.
-async fn upload_chunks(env: &TestEnv) -> usize {
-    let stream = env.nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.expect("uploads stream");
-    let subjects = stream.info_with_subjects(format!("$O.{}.C.>", names::UPLOADS_BUCKET)).await.expect("stream info");
-    subjects.try_fold(0, |n, (_, count)| async move { Ok(n + count) }).await.expect("subject counts")
-}
-
 /// Waits (bounded) until no chunk, no row, no staging table and no job is left.
 async fn assert_nothing_left(env: &TestEnv) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let chunks = upload_chunks(env).await;
+        let chunks = env.upload_chunks().await;
         let rows = env.scalar("SELECT count(*) FROM imports").await;
         let staging = env.scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'import_staging_%' AND tablename <> 'import_staging_template'").await;
         let jobs = env.nats.js.get_stream(names::JOBS_STREAM).await.unwrap().info().await.unwrap().state.messages;
@@ -311,10 +303,10 @@ async fn a_request_timeout_while_postgres_is_slow_never_leaves_a_row_queued_with
                 .await
                 .unwrap();
             assert_eq!(queued, "queued");
-            assert!(upload_chunks(&env).await > 0, "its file is kept for the worker");
+            assert!(env.upload_chunks().await > 0, "its file is kept for the worker");
             break;
         }
-        if rows == 0 && jobs == 0 && upload_chunks(&env).await == 0 {
+        if rows == 0 && jobs == 0 && env.upload_chunks().await == 0 {
             break;
         }
         assert!(
@@ -534,7 +526,7 @@ async fn a_used_session_id_answers_the_same_whoever_used_it() {
     assert_eq!(owners, expected);
     // One chunk per kept file (each is far below the chunk size); the refused ones are deleted.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while upload_chunks(&env).await > ids.len() {
+    while env.upload_chunks().await > ids.len() {
         assert!(Instant::now() < deadline, "the refused uploads' chunks were not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -545,14 +537,9 @@ async fn a_used_session_id_answers_the_same_whoever_used_it() {
 async fn a_full_upload_store_refuses_the_upload_keeps_nothing_and_takes_the_next_one() {
     let env = TestEnv::start().await;
     let gateway = env.gateway_with(|c| c.nats.uploads_max_bytes = Some(3 * 1024 * 1024)).await;
-    // The store refuses a chunk before the object's metadata is written, so deleting the object
-    // by name finds nothing: the sweep removes chunks no object names once they are quiet.
-    let _sweeper = env
-        .worker_with(|c| {
-            c.nats.uploads_max_bytes = Some(3 * 1024 * 1024);
-            (c.sweep_secs, c.upload_orphan_grace_secs) = (1, 2);
-        })
-        .await;
+    // The store refuses a chunk before the object's metadata is written: the gateway removes
+    // the chunks already stored by their name, without waiting for the worker's sweep.
+    let _worker = env.worker_with(|c| c.nats.uploads_max_bytes = Some(3 * 1024 * 1024)).await;
     let stream = env.nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.unwrap();
     assert_eq!(stream.cached_info().config.max_bytes, 3 * 1024 * 1024, "the gateway set the bucket's limit");
 
@@ -562,7 +549,6 @@ async fn a_full_upload_store_refuses_the_upload_keeps_nothing_and_takes_the_next
     assert_eq!(status, 503, "the store's limit is the operator's, not the client's fault: {body}");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("storing the file"), "{body}");
     assert_responsive(&gateway).await;
-    assert!(upload_chunks(&env).await > 0, "the refused upload left chunks for the sweep to find");
     assert_nothing_left(&env).await;
     let (status, body) = gateway.upload(csv_of(64 * 1024), "small.csv", &[]).await;
     assert_eq!(status, 202, "room again once the refused file is gone: {body}");

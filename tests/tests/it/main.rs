@@ -8,6 +8,7 @@ mod concurrency;
 mod corpus;
 mod crash;
 mod dev_process;
+mod early_start;
 mod events;
 mod exactly_once;
 mod formats_gaps;

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    body::{Cut, FieldReader},
+    body::{COALESCE_BYTES, Cut, FieldReader},
     envelope::{MAX_PART_HEADER_BYTES, Overflow},
     error::{ApiError, Result, StepExt},
     input::{self, quote},
@@ -51,25 +51,41 @@ struct Form {
     session_id: Option<Uuid>,
 }
 
-/// The file once stored. Dropping it deletes the object, unless the import was queued.
+/// The file once stored. Dropping it removes the upload, unless the import was queued.
 struct Stored {
     object: ObjectGuard,
     filename: String,
     put: StoredUpload,
     sniffed: Sniffed,
+    /// The import, when it was queued while the file arrived.
+    started: Option<Queued>,
 }
 
-/// Deletes the stored object when dropped, whatever ended the request (a refusal, a failed step,
-/// a panic), unless [`ObjectGuard::keep`] was called once the job that reads it is queued.
+/// Removes the upload when dropped, whatever ended the request (a refusal, a failed step, a
+/// panic), unless [`ObjectGuard::keep`] was called once the job that reads it is queued and the
+/// file is whole. When the import was started while the file arrived, the upload is marked as
+/// given up instead, with the reason, so that the worker following it ends the import.
 struct ObjectGuard {
     state: AppState,
     key: String,
+    nuid: String,
     keep: bool,
+    /// Why the upload failed, once the import reading it has started.
+    started: Option<String>,
+    /// Holds one of the gateway's early starts while the file arrives.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ObjectGuard {
     fn keep(&mut self) {
         self.keep = true;
+    }
+
+    /// Records why the upload failed, for the worker of an import already started.
+    fn failed_because(&mut self, err: &ApiError) {
+        if let Some(reason) = self.started.as_mut() {
+            *reason = err.to_string();
+        }
     }
 }
 
@@ -78,9 +94,10 @@ impl Drop for ObjectGuard {
         if self.keep {
             return;
         }
-        let (state, key) = (self.state.clone(), std::mem::take(&mut self.key));
+        let (state, key, nuid) = (self.state.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.nuid));
+        let started = self.started.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { delete_object(&state, &key).await });
+            runtime.spawn(async move { remove_upload(&state, &key, &nuid, started.as_deref()).await });
         }
     }
 }
@@ -122,6 +139,7 @@ async fn create_import(
                 identity,
                 multipart,
                 overflow.map(|Extension(o)| o).unwrap_or_default(),
+                declared_length(&headers),
                 trace,
                 dropped,
             )
@@ -148,16 +166,18 @@ async fn create_import(
     }
 }
 
-/// Stores, records and queues one upload; the object is deleted on every path but success.
+/// Stores, records and queues one upload; the upload is removed on every path but success.
 async fn upload(
     state: AppState,
     identity: Identity,
     mut multipart: Multipart,
     overflow: Overflow,
+    declared: Option<u64>,
     trace: TraceContext,
     dropped: CancellationToken,
 ) -> Result<(Queued, StoredUpload)> {
-    let (form, mut stored) = read_form(&state, &mut multipart, dropped).await.map_err(|err| {
+    let early = Early { identity: &identity, declared, trace };
+    let (form, mut stored) = read_form(&state, &mut multipart, early, dropped).await.map_err(|err| {
         if overflow.happened() {
             ApiError::BadRequest {
                 message: format!(
@@ -169,25 +189,113 @@ async fn upload(
             err
         }
     })?;
-    let response = queue_import(&state, &identity, form, &stored, trace).await?;
-    stored.object.keep();
-    Ok((response, stored.put))
+    let response = match stored.started.take() {
+        Some(queued) => complete_started(&state, &stored, queued).await,
+        None => match commit(&state, &stored).await {
+            Ok(()) => queue_import(&state, &identity, &form, &stored.facts(), None, trace).await,
+            Err(err) => Err(err),
+        },
+    };
+    match response {
+        Ok(response) => {
+            stored.object.keep();
+            Ok((response, stored.put))
+        }
+        Err(err) => {
+            stored.object.failed_because(&err);
+            Err(err)
+        }
+    }
+}
+
+/// What an import may start with while its file arrives: who sent it, the length the request
+/// declared, and the trace it joins.
+#[derive(Clone, Copy)]
+struct Early<'a> {
+    identity: &'a Identity,
+    declared: Option<u64>,
+    trace: TraceContext,
+}
+
+/// The request's `Content-Length`, when it declared one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Writes the object's metadata: the upload is whole for every reader from here on.
+async fn commit(state: &AppState, stored: &Stored) -> Result<()> {
+    state
+        .nats
+        .commit_upload(
+            &stored.object.key,
+            Some(stored.filename.clone()),
+            &stored.object.nuid,
+            COALESCE_BYTES,
+            &stored.put,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable { step: "storing the file", cause: e.to_string() })
+}
+
+/// Ends the upload of an import started while its file arrived: records the file's size and
+/// digest, then writes the object's metadata, which tells the worker the file is whole.
+async fn complete_started(state: &AppState, stored: &Stored, queued: Queued) -> Result<Queued> {
+    sqlx::query("UPDATE imports SET size_bytes = $2, sha256 = $3 WHERE id = $1")
+        .bind(queued.session_id)
+        .bind(stored.put.size as i64)
+        .bind(&stored.put.sha256)
+        .execute(&state.db)
+        .await
+        .step("recording the file's size and digest")?;
+    commit(state, stored).await?;
+    tracing::info!(id = %queued.session_id, bytes = stored.put.size, "upload complete; its import started while it arrived");
+    Ok(Queued { sha256: stored.put.sha256.clone(), size_bytes: stored.put.size, ..queued })
 }
 
 /// A `Content-Length` already over the limit is refused before a byte is stored.
 fn refuse_oversized_request(headers: &HeaderMap, limit: u64) -> Result<()> {
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // The multipart envelope adds a little; allow for it.
-    match length {
+    match declared_length(headers) {
         Some(n) if n > limit.saturating_add(64 * 1024) => Err(ApiError::TooLarge { limit }),
         _ => Ok(()),
     }
 }
 
-async fn read_form(state: &AppState, multipart: &mut Multipart, dropped: CancellationToken) -> Result<(Form, Stored)> {
-    const EXPECTED: &str = "expected fields file, format, scanDate, sessionId, each at most once";
+async fn read_form(
+    state: &AppState,
+    multipart: &mut Multipart,
+    early: Early<'_>,
+    dropped: CancellationToken,
+) -> Result<(Form, Stored)> {
     let mut form = Form::default();
     let mut stored: Option<Stored> = None;
+    let read = read_fields(state, multipart, early, dropped, &mut form, &mut stored).await;
+    if let Err(err) = &read
+        && let Some(stored) = stored.as_mut()
+    {
+        stored.object.failed_because(err);
+    }
+    read?;
+    let Some(stored) = stored else {
+        return Err(ApiError::BadRequest {
+            message: "no file field; expected the scan export in a field named file".into(),
+        });
+    };
+    check_forced_format(&form, &stored.sniffed)?;
+    Ok((form, stored))
+}
+
+/// Reads the parts into `form` and `stored`, refusing a part after the file when the import
+/// started while the file arrived.
+async fn read_fields(
+    state: &AppState,
+    multipart: &mut Multipart,
+    early: Early<'_>,
+    dropped: CancellationToken,
+    form: &mut Form,
+    stored: &mut Option<Stored>,
+) -> Result<()> {
+    const EXPECTED: &str = "expected fields file, format, scanDate, sessionId, each at most once";
     let mut seen: Vec<String> = Vec::new();
     let idle = Duration::from_secs(state.config.upload_idle_timeout_secs);
     while let Some(field) = tokio::time::timeout(idle, multipart.next_field())
@@ -201,12 +309,21 @@ async fn read_form(state: &AppState, multipart: &mut Multipart, dropped: Cancell
         })?
     {
         let name = field.name().unwrap_or_default().to_owned();
+        if stored.as_ref().is_some_and(|s| s.started.is_some()) {
+            return Err(ApiError::BadRequest {
+                message: format!(
+                    "field {} came after the file, but the import had already started while the file \
+                     arrived (it does when sessionId precedes the file); send every field before the file",
+                    quote(&name)
+                ),
+            });
+        }
         // Each field once: the number of fields (and of database lookups) stays bounded.
         if seen.contains(&name) {
             return Err(ApiError::BadRequest { message: format!("more than one {} field; {EXPECTED}", quote(&name)) });
         }
         match name.as_str() {
-            "file" => stored = Some(store_file(state, field, &form, dropped.clone()).await?),
+            "file" => *stored = Some(store_file(state, field, form, early, dropped.clone()).await?),
             "format" => form.format = parse_format(&input::small_text(field, idle).await?)?,
             "scanDate" => form.scan_date = Some(input::small_text(field, idle).await?).filter(|s| !s.trim().is_empty()),
             "sessionId" => {
@@ -218,13 +335,7 @@ async fn read_form(state: &AppState, multipart: &mut Multipart, dropped: Cancell
         }
         seen.push(name);
     }
-    let Some(stored) = stored else {
-        return Err(ApiError::BadRequest {
-            message: "no file field; expected the scan export in a field named file".into(),
-        });
-    };
-    check_forced_format(&form, &stored.sniffed)?;
-    Ok((form, stored))
+    Ok(())
 }
 
 fn parse_format(raw: &str) -> Result<Option<Format>> {
@@ -259,8 +370,15 @@ async fn parse_session_id(state: &AppState, raw: &str) -> Result<Uuid> {
     Ok(id)
 }
 
-/// Checks the first bytes, then streams the whole field into the object store.
-async fn store_file(state: &AppState, field: Field<'_>, form: &Form, dropped: CancellationToken) -> Result<Stored> {
+/// Checks the first bytes, then streams the whole field into the object store, starting the
+/// import first when it may start while the file arrives ([`early_start`]).
+async fn store_file(
+    state: &AppState,
+    field: Field<'_>,
+    form: &Form,
+    early: Early<'_>,
+    dropped: CancellationToken,
+) -> Result<Stored> {
     let filename = input::normalise_filename(field.file_name())?;
     let limit = state.config.max_upload_bytes;
     let idle = Duration::from_secs(state.config.upload_idle_timeout_secs);
@@ -279,20 +397,60 @@ async fn store_file(state: &AppState, field: Field<'_>, form: &Form, dropped: Ca
             expected: err.expected(),
         }
     })?;
-    let object_key = Uuid::now_v7().to_string();
-    // Armed before the first chunk is written: from here on every way out deletes the object.
-    let object = ObjectGuard { state: state.clone(), key: object_key.clone(), keep: false };
+    // Armed before the first chunk is written: from here on every way out removes the upload.
+    let mut object = ObjectGuard {
+        state: state.clone(),
+        key: Uuid::now_v7().to_string(),
+        nuid: shared::uploads::new_upload_nuid(),
+        keep: false,
+        started: None,
+        _permit: None,
+    };
+    let mut started = None;
+    if let Some(permit) = early_start(state, form, early.declared, reader.at_eof()) {
+        check_forced_format(form, &sniffed)?;
+        let facts = Facts {
+            key: &object.key,
+            filename: &filename,
+            format: form.format.unwrap_or(sniffed.format),
+            size: early.declared.unwrap_or_default(),
+            sha256: "",
+        };
+        started =
+            Some(queue_import(state, early.identity, form, &facts, Some(object.nuid.clone()), early.trace).await?);
+        object.started = Some("the upload request ended before the file was stored".into());
+        object._permit = Some(permit);
+        state.metrics.uploads_started_early.inc();
+    }
     // The description is bounded by `input::MAX_FILENAME_CHARS`: NATS would refuse oversized
     // metadata only after every chunk was written. Large chunks (below the server's 1 MiB
     // max_payload) mean fewer round trips both ways.
-    let put =
-        state.nats.put_upload(&object_key, Some(filename.clone()), crate::body::COALESCE_BYTES, &mut reader).await;
-    match (put, reader.cut()) {
-        (Ok(put), None) => Ok(Stored { object, filename, put, sniffed }),
-        (_, Some(Cut::LimitExceeded)) => Err(ApiError::TooLarge { limit }),
-        (_, Some(Cut::Failed(reason))) => Err(interrupted(reason)),
-        (Err(e), None) => Err(ApiError::Unavailable { step: "storing the file", cause: e.to_string() }),
+    let put = state.nats.put_upload_chunks(&object.nuid, COALESCE_BYTES, &mut reader).await;
+    let result = match (put, reader.cut()) {
+        (Ok(put), None) => return Ok(Stored { object, filename, put, sniffed, started }),
+        (_, Some(Cut::LimitExceeded)) => ApiError::TooLarge { limit },
+        (_, Some(Cut::Failed(reason))) => interrupted(reason),
+        (Err(e), None) => ApiError::Unavailable { step: "storing the file", cause: e.to_string() },
+    };
+    object.failed_because(&result);
+    Err(result)
+}
+
+/// A permit to start the import while the file arrives, when the client chose the session id
+/// (so it follows the import) and sent it before the file, the request declares a length of at
+/// least `HEXFLOW_EARLY_START_BYTES`, the file is not already whole, and one of the gateway's
+/// `HEXFLOW_EARLY_STARTS` is free.
+fn early_start(
+    state: &AppState,
+    form: &Form,
+    declared: Option<u64>,
+    whole: bool,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let large = declared.is_some_and(|n| n >= state.config.early_start_bytes);
+    if form.session_id.is_none() || !large || whole {
+        return None;
     }
+    state.early_starts.clone().try_acquire_owned().ok()
 }
 
 fn interrupted(reason: &str) -> ApiError {
@@ -312,13 +470,38 @@ fn check_forced_format(form: &Form, sniffed: &Sniffed) -> Result<()> {
     })
 }
 
-async fn delete_object(state: &AppState, key: &str) {
-    let result = match state.nats.uploads().await {
-        Ok(store) => store.delete(key).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+/// Removes an upload that was not handed on; for an import already started, marks it given up
+/// with `started` (the reason), which ends the import.
+async fn remove_upload(state: &AppState, key: &str, nuid: &str, started: Option<&str>) {
+    let result = match started {
+        Some(reason) => state.nats.interrupt_upload(key, nuid, reason).await,
+        None => state.nats.discard_upload(key, nuid).await,
     };
     if let Err(err) = result {
-        tracing::warn!(object = key, error = %err, "could not delete a refused upload");
+        tracing::warn!(object = key, error = %err, "could not remove a refused upload");
+    }
+}
+
+/// What the import row and the job say of the file.
+struct Facts<'a> {
+    key: &'a str,
+    filename: &'a str,
+    format: Format,
+    /// The file's size (the declared length when the import starts while the file arrives).
+    size: u64,
+    /// Empty until the file is whole.
+    sha256: &'a str,
+}
+
+impl Stored {
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            key: &self.object.key,
+            filename: &self.filename,
+            format: self.sniffed.format,
+            size: self.put.size,
+            sha256: &self.put.sha256,
+        }
     }
 }
 
@@ -326,13 +509,14 @@ async fn delete_object(state: &AppState, key: &str) {
 async fn queue_import(
     state: &AppState,
     identity: &Identity,
-    form: Form,
-    stored: &Stored,
+    form: &Form,
+    file: &Facts<'_>,
+    arriving: Option<String>,
     trace: TraceContext,
 ) -> Result<Queued> {
     let id = form.session_id.unwrap_or_else(Uuid::now_v7);
     tracing::Span::current().record("session_id", tracing::field::display(id));
-    let format = form.format.unwrap_or(stored.sniffed.format);
+    let format = form.format.unwrap_or(file.format);
     let scan_date = normalise_scan_date(state, form.scan_date.as_deref()).await?;
     let inserted = sqlx::query(
         "INSERT INTO imports (id, owner, tenant, filename, format, scanner, scan_date, object_key, size_bytes, sha256,
@@ -343,13 +527,13 @@ async fn queue_import(
     .bind(id)
     .bind(&identity.user)
     .bind(&identity.tenant)
-    .bind(&stored.filename)
+    .bind(file.filename)
     .bind(format.name())
     .bind(format.scanner())
     .bind(&scan_date)
-    .bind(&stored.object.key)
-    .bind(stored.put.size as i64)
-    .bind(&stored.put.sha256)
+    .bind(file.key)
+    .bind(file.size as i64)
+    .bind(file.sha256)
     .execute(&state.db)
     .await
     .step("recording the import")?;
@@ -357,16 +541,17 @@ async fn queue_import(
         return Err(ApiError::SessionExists(id));
     }
 
-    let event = queued_event(id, stored, format, &scan_date);
+    let event = queued_event(id, file, format, &scan_date);
     let job = ImportJob {
         import_id: id,
-        object_key: stored.object.key.clone(),
-        filename: stored.filename.clone(),
+        object_key: file.key.to_owned(),
+        filename: file.filename.to_owned(),
         format: format.name().into(),
         scan_date: scan_date.clone(),
         owner: identity.user.clone(),
         tenant: identity.tenant.clone(),
         traceparent: Some(trace.to_header()),
+        arriving,
     };
     let published = async {
         state.nats.publish_progress(&event, Some(trace), true).await.map_err(|e| e.to_string())?;
@@ -378,12 +563,12 @@ async fn queue_import(
         forget_import(state, id).await;
         return Err(ApiError::Unavailable { step: "queueing the import", cause });
     }
-    tracing::info!(%id, format = format.name(), bytes = stored.put.size, filename = %stored.filename, "import queued");
+    tracing::info!(%id, format = format.name(), bytes = file.size, filename = %file.filename, early = job.arriving.is_some(), "import queued");
     Ok(Queued {
         format: format.name(),
         session_id: id,
-        sha256: stored.put.sha256.clone(),
-        size_bytes: stored.put.size,
+        sha256: file.sha256.to_owned(),
+        size_bytes: file.size,
         status: "queued",
         status_url: format!("/api/imports/{id}"),
     })
@@ -457,11 +642,11 @@ async fn normalise_scan_date(state: &AppState, raw: Option<&str>) -> Result<Stri
     }
 }
 
-fn queued_event(id: Uuid, stored: &Stored, format: Format, scan_date: &str) -> ProgressEvent {
-    let metadata = Metadata::new(&stored.filename, format.name(), scan_date, Phase::Queued.step());
+fn queued_event(id: Uuid, file: &Facts<'_>, format: Format, scan_date: &str) -> ProgressEvent {
+    let metadata = Metadata::new(file.filename, format.name(), scan_date, Phase::Queued.step());
     ProgressEvent {
         message: "Queued; waiting for a worker".into(),
-        total_bytes: stored.put.size,
+        total_bytes: file.size,
         ..ProgressEvent::new(id, 1, Status::Queued, Phase::Queued, metadata)
     }
 }
