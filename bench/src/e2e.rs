@@ -120,6 +120,10 @@ pub struct E2eArgs {
     /// once their files are stored). The report lists them.
     #[arg(long = "service-env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub service_env: Vec<(String, String)>,
+    /// Send each upload at most this fast, in MiB/s, as over a network link (119 is 1 Gbit/s);
+    /// the report lists it. Unbounded by default (loopback).
+    #[arg(long = "upload-mib-per-sec", value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_mib_per_sec: Option<u64>,
     /// The `hexflow` binary [default: next to this one].
     #[arg(long)]
     pub hexflow: Option<PathBuf>,
@@ -154,6 +158,10 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         report.versions.push(("service setting (not the default)".into(), format!("{name}={value}")));
     }
     stack.service_env = args.service_env.clone();
+    stack.upload_bytes_per_sec = args.upload_mib_per_sec.map(|mib| mib * 1024 * 1024);
+    if let Some(mib) = args.upload_mib_per_sec {
+        report.versions.push(("uploads sent at most".into(), format!("{mib} MiB/s")));
+    }
 
     // A first-only run checks the first imports' counts too, when they lie beside the file.
     let (next_week, counts) = weeks::sidecars(&file);

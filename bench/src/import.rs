@@ -164,7 +164,8 @@ pub async fn import(
         })
     };
 
-    let upload = upload(http, gateway.port, file, scan_date, session_id, limit).await;
+    let target = Target { port: gateway.port, bytes_per_sec: stack.upload_bytes_per_sec };
+    let upload = upload(http, target, file, scan_date, session_id, limit).await;
     let upload = match upload {
         Ok(d) => d,
         Err(e) => {
@@ -245,10 +246,36 @@ async fn wait_for_terminal(
 /// Bytes read from the file per body chunk (the default 4 KiB costs a write per 4 KiB).
 const UPLOAD_READ_BYTES: usize = 256 * 1024;
 
+/// Where an upload goes, and how fast it may be sent.
+#[derive(Clone, Copy)]
+struct Target {
+    port: u16,
+    /// At most this many bytes a second, as over a network link; unbounded when `None`.
+    bytes_per_sec: Option<u64>,
+}
+
+/// `chunks` sent at most `bytes_per_sec`: each one waits until the bytes before it have had
+/// their time.
+fn paced(
+    chunks: impl futures::Stream<Item = std::io::Result<bytes::Bytes>>,
+    bytes_per_sec: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    chunks.then(move |chunk| {
+        let due = started + Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+        sent += chunk.as_ref().map_or(0, |b| b.len() as u64);
+        async move {
+            tokio::time::sleep_until(due).await;
+            chunk
+        }
+    })
+}
+
 /// POST /api/imports with the file streamed from disk; returns the time to the 202.
 async fn upload(
     http: &reqwest::Client,
-    port: u16,
+    target: Target,
     file: &Path,
     scan_date: &str,
     id: Uuid,
@@ -258,18 +285,18 @@ async fn upload(
     let f = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
     let size = f.metadata().await?.len();
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "upload.csv".into());
-    let part = reqwest::multipart::Part::stream_with_length(
-        reqwest::Body::wrap_stream(ReaderStream::with_capacity(f, UPLOAD_READ_BYTES)),
-        size,
-    )
-    .file_name(name)
-    .mime_str("text/csv")?;
+    let chunks = ReaderStream::with_capacity(f, UPLOAD_READ_BYTES);
+    let body = match target.bytes_per_sec {
+        Some(rate) => reqwest::Body::wrap_stream(paced(chunks, rate)),
+        None => reqwest::Body::wrap_stream(chunks),
+    };
+    let part = reqwest::multipart::Part::stream_with_length(body, size).file_name(name).mime_str("text/csv")?;
     let form = reqwest::multipart::Form::new()
         .text("sessionId", id.to_string())
         .text("scanDate", scan_date.to_owned())
         .part("file", part);
     let response = http
-        .post(format!("http://127.0.0.1:{port}/api/imports"))
+        .post(format!("http://127.0.0.1:{}/api/imports", target.port))
         .multipart(form)
         .timeout(limit)
         .send()

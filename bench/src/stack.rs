@@ -114,6 +114,8 @@ pub struct Stack {
     pub logs: PathBuf,
     /// Environment added to the gateway's and the worker's (after the defaults).
     pub service_env: Vec<(String, String)>,
+    /// Uploads are sent at most this many bytes a second (unbounded when `None`).
+    pub upload_bytes_per_sec: Option<u64>,
 }
 
 /// Settings of one pair of services.
@@ -135,7 +137,16 @@ impl Stack {
         let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&pg_dir, None))
             .await?
             .context("starting PostgreSQL")?;
-        Ok(Stack { gateway: None, worker: None, nats, pg, hexflow, logs, service_env: Vec::new() })
+        Ok(Stack {
+            gateway: None,
+            worker: None,
+            nats,
+            pg,
+            hexflow,
+            logs,
+            service_env: Vec::new(),
+            upload_bytes_per_sec: None,
+        })
     }
 
     /// Creates `database` (if missing) with the given settings and applies the migrations with

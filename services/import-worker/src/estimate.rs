@@ -215,9 +215,46 @@ impl MergeRates {
     }
 }
 
+/// How much faster a load runs once its file has finished arriving, when nothing is measured
+/// yet: with the gateway, nats-server and the worker on one 2-core machine (the benchmark), the
+/// load ran 1.6–1.9 times faster after the upload than during it.
+pub const ARRIVING_SPEEDUP: f64 = 1.6;
+
+/// The speed-up this worker last measured on a load whose file was still arriving when it
+/// started: its pace after the upload ended over its pace before. On a machine of its own the
+/// worker measures about 1, since the upload no longer takes CPU from it.
+#[derive(Debug, Clone, Default)]
+pub struct ArrivingSpeedup(Arc<Mutex<Option<f64>>>);
+
+impl ArrivingSpeedup {
+    /// The speed-up expected for the next load: the last measure, else [`ARRIVING_SPEEDUP`].
+    pub fn expected(&self) -> f64 {
+        self.0.lock().expect("speed-up lock is never poisoned").unwrap_or(ARRIVING_SPEEDUP)
+    }
+
+    /// Records a load's pace before and after its upload ended (bytes per second).
+    pub fn observe(&self, before: f64, after: f64) {
+        if before > 0.0 && after > 0.0 {
+            *self.0.lock().expect("speed-up lock is never poisoned") = Some((after / before).clamp(1.0, 4.0));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_arriving_load_is_expected_to_speed_up_as_the_last_one_did() {
+        let speedup = ArrivingSpeedup::default();
+        assert_eq!(speedup.expected(), ARRIVING_SPEEDUP, "nothing measured yet");
+        speedup.observe(100.0, 150.0);
+        assert_eq!(speedup.expected(), 1.5);
+        speedup.observe(100.0, 90.0);
+        assert_eq!(speedup.expected(), 1.0, "a load never counts on slowing down");
+        speedup.observe(0.0, 90.0);
+        assert_eq!(speedup.expected(), 1.0, "a pace of nothing is no measure");
+    }
 
     #[test]
     fn a_worker_starts_from_the_default_and_moves_halfway_to_each_measure() {

@@ -87,6 +87,8 @@ pub struct Worker {
     metrics: WorkerMetrics,
     /// Merge speeds this worker measured, per kind of merge, for ETAs.
     merge_rates: estimate::MergeRates,
+    /// How much faster this worker's last load ran once its file had arrived, for ETAs.
+    arriving_speedup: estimate::ArrivingSpeedup,
     /// `/healthz`, `/readyz` and `/metrics`.
     ops: ops::Ops,
 }
@@ -117,7 +119,15 @@ impl Worker {
         let ops = ops::Ops::new("import-worker", &registry, config.ops.grace())
             .with_check("nats", ops::nats_check(nats.clone()))
             .with_check("postgres", ops::db_check(db.clone()));
-        Ok(Worker { db, nats, config: Arc::new(config), metrics, merge_rates: estimate::MergeRates::default(), ops })
+        Ok(Worker {
+            db,
+            nats,
+            config: Arc::new(config),
+            metrics,
+            merge_rates: estimate::MergeRates::default(),
+            arriving_speedup: estimate::ArrivingSpeedup::default(),
+            ops,
+        })
     }
 
     /// Runs jobs until `shutdown` resolves; jobs in hand get the grace period to finish.

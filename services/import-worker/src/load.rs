@@ -148,7 +148,12 @@ pub async fn load(
     cancel: &CancellationToken,
 ) -> Result<Loaded> {
     let live = Arc::new(Live::default());
-    let head = crate::object::open(nats, &spec.import.object_key, spec.import.arriving.as_deref(), 0).await?;
+    // An upload still arriving: the reporter expects the load to speed up once it is whole.
+    let arriving = spec.import.arriving.clone().map(|nuid| crate::object::Arriving { nuid, whole: Arc::default() });
+    if let Some(arriving) = &arriving {
+        reporter.arriving(arriving.whole.clone());
+    }
+    let head = crate::object::open(nats, &spec.import.object_key, arriving.clone(), 0).await?;
     let (head, resume) = match spec.resume {
         None => (CountingReader { inner: head, count: live.bytes.clone() }, None),
         Some(point) => {
@@ -157,8 +162,7 @@ pub async fn load(
             live.invalid.store(point.invalid, Ordering::Relaxed);
             live.staged.store(point.staged, Ordering::Relaxed);
             live.bytes.store(offset, Ordering::Relaxed);
-            let tail =
-                crate::object::open(nats, &spec.import.object_key, spec.import.arriving.as_deref(), offset).await?;
+            let tail = crate::object::open(nats, &spec.import.object_key, arriving, offset).await?;
             let tail = SyncIoBridge::new(CountingReader { inner: tail, count: live.bytes.clone() });
             // Only the header is read again from the head: it does not count as progress.
             (CountingReader { inner: head, count: Arc::default() }, Some((tail, point)))

@@ -6,6 +6,10 @@
 
 use std::{
     io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -56,6 +60,19 @@ async fn fetch_with_retry(
     }
 }
 
+/// An upload still arriving when its import started: the name its chunks are stored under, and
+/// a flag the reader raises once the object's metadata says the file is whole.
+#[derive(Debug, Clone)]
+pub struct Arriving {
+    /// The chunks' name (`$O.<bucket>.C.<nuid>`).
+    pub nuid: String,
+    /// Raised once the file is whole.
+    pub whole: Arc<AtomicBool>,
+}
+
+/// How often the metadata of an arriving upload is read while its chunks keep coming.
+const WHOLE_CHECK: Duration = Duration::from_millis(250);
+
 /// Where the reader stands on the upload's chunks.
 struct Chunks {
     stream: async_nats::jetstream::stream::Stream,
@@ -73,21 +90,30 @@ struct Chunks {
 pub async fn open(
     nats: &Nats,
     key: &str,
-    arriving: Option<&str>,
+    arriving: Option<Arriving>,
     skip: u64,
 ) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
     let store = nats.uploads().await.step("opening uploads bucket")?;
     let stream =
         nats.js.get_stream(format!("OBJ_{}", names::UPLOADS_BUCKET)).await.step("opening the uploads stream")?;
-    let chunks = match arriving {
-        Some(nuid) => match store.info(key).await {
+    let chunks = match &arriving {
+        Some(arriving) => match store.info(key).await {
             Ok(info) => stored(stream, &info)?,
-            Err(_) => {
-                Chunks { stream, subject: uploads::chunk_subject(nuid), encoding: Encoding::ZstdFrames, total: None }
-            }
+            Err(_) => Chunks {
+                stream,
+                subject: uploads::chunk_subject(&arriving.nuid),
+                encoding: Encoding::ZstdFrames,
+                total: None,
+            },
         },
         None => stored(stream, &stored_info(&store, key).await?)?,
     };
+    let whole = arriving.map(|a| a.whole);
+    if chunks.total.is_some()
+        && let Some(flag) = &whole
+    {
+        flag.store(true, Ordering::Relaxed);
+    }
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let store_key = key.to_owned();
     tokio::spawn(async move {
@@ -96,9 +122,27 @@ pub async fn open(
         // Where the reading time goes: fetching chunks (waiting for an arriving upload
         // included), decompressing them, or waiting for the parser to take them.
         let (mut fetching, mut decoding, mut waiting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        let mut last_chunk = Instant::now();
+        let (mut last_chunk, mut last_check) = (Instant::now(), Instant::now());
         while total != Some(read) {
             let started = Instant::now();
+            // Whether the file is whole is asked now and then while chunks keep coming too,
+            // since progress reports expect the load to speed up once the upload is over.
+            if total.is_none() && last_check.elapsed() >= WHOLE_CHECK {
+                last_check = Instant::now();
+                match arrived(&store, &store_key, last_chunk).await {
+                    Ok(known) => total = known,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+                if total.is_some()
+                    && let Some(flag) = &whole
+                {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
             let chunk = match total {
                 Some(_) => fetch_with_retry(&stream, &subject, next_seq, false)
                     .await
@@ -107,16 +151,9 @@ pub async fn open(
                     Ok(message) => Ok(message),
                     Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
                         fetching += started.elapsed();
-                        match arrived(&store, &store_key, last_chunk).await {
-                            Ok(known) => total = known,
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        }
-                        if total.is_none() {
-                            tokio::time::sleep(ARRIVING_POLL).await;
-                        }
+                        tokio::time::sleep(ARRIVING_POLL).await;
+                        // The metadata is asked for at once next time round.
+                        last_check = Instant::now() - WHOLE_CHECK;
                         continue;
                     }
                     Err(err) => Err(io::Error::other(format!("reading chunk of the upload: {err}"))),

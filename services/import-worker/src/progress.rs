@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use crate::{
     Worker,
     error::{JobError, Result, StepExt},
-    estimate::{MergeKind, MergePace, SlicedPace},
+    estimate::{ArrivingSpeedup, MergeKind, MergePace, SlicedPace},
     fence::Fence,
     resume::ResumePoint,
 };
@@ -40,6 +40,8 @@ const ALONE_SPEEDUP: f64 = 1.5;
 /// Scanner checks, statistics and commit after the last finding of a million-row first import
 /// (0.1 s on 2 cores: the checks read by index, a sampled `ANALYZE`, then the commit).
 pub const EARLY_COMMIT_SECS: f64 = 0.15;
+/// How long a load must have run since its file became whole before that pace is believed.
+const WHOLE_PACE_MIN: Duration = Duration::from_secs(1);
 /// From a merge's finalizing event to its commit: the import row is written and the
 /// transaction commits (well under 0.1 s for a million rows).
 pub const FINALIZE_SECS: f64 = 0.1;
@@ -98,6 +100,14 @@ pub struct Reporter {
     base: Counters,
     /// Progress of the snapshot when this attempt started.
     shown_progress: f64,
+    /// Raised once the file is whole, when it was still arriving as the load started.
+    arriving: Option<Arc<AtomicBool>>,
+    /// When the file was seen whole while it loaded: then, the bytes read, and the load's seconds.
+    whole_at: Option<(Instant, u64, f64)>,
+    /// How much faster than its average so far the rest of the load is expected to run.
+    load_speedup: f64,
+    /// This worker's measure of that speed-up.
+    arriving_speedup: ArrivingSpeedup,
 }
 
 impl Reporter {
@@ -128,6 +138,10 @@ impl Reporter {
             writing: SlicedPace::default(),
             loading_writes: SlicedPace::default(),
             base: Counters::default(),
+            arriving: None,
+            whole_at: None,
+            load_speedup: 1.0,
+            arriving_speedup: worker.arriving_speedup.clone(),
             shown_progress: 0.0,
         }
     }
@@ -213,14 +227,47 @@ impl Reporter {
 
     /// Findings per second expected once an early-writing load is over (see [`early_tail_pace`]).
     fn early_tail_pace(&self) -> f64 {
-        early_tail_pace(self.loading_writes.per_sec(), self.event.rows_per_second)
+        early_tail_pace(self.loading_writes.per_sec().map(|p| p * self.load_speedup), self.alone_rows_per_second())
+    }
+
+    /// The load's rate in rows per second without the upload beside it (see `load_speedup`):
+    /// the default merge paces are ratios to it.
+    fn alone_rows_per_second(&self) -> f64 {
+        self.event.rows_per_second * self.load_speedup
     }
 
     /// The time the merge is expected to take, from the rows read, the findings staged and the
     /// expected merge pace.
     pub fn expected_merge_secs(&self) -> f64 {
         let rows = self.event.total_rows.unwrap_or(self.event.processed_rows) as f64;
-        self.merge_pace.secs(rows, self.staged as f64, self.event.rows_per_second)
+        self.merge_pace.secs(rows, self.staged as f64, self.alone_rows_per_second())
+    }
+
+    /// The file is still arriving as the load starts: `whole` is raised once it is stored whole.
+    /// Until then the load shares the machine with the upload, and the estimates expect it to
+    /// speed up afterwards.
+    pub fn arriving(&mut self, whole: Arc<AtomicBool>) {
+        self.arriving = Some(whole);
+        self.load_speedup = self.arriving_speedup.expected();
+    }
+
+    /// How much faster than its average so far the rest of the load is expected to run: 1 for a
+    /// file stored before the load; for one still arriving, this worker's measure (or the
+    /// default) until the load's pace since the file became whole is measured over a second.
+    fn measure_speedup(&mut self, c: Counters, secs: f64) {
+        let Some(whole) = &self.arriving else { return };
+        if self.whole_at.is_none() && whole.load(Ordering::Relaxed) {
+            self.whole_at = Some((Instant::now(), c.bytes, secs));
+        }
+        let average = c.bytes.saturating_sub(self.base.bytes) as f64 / secs;
+        if let Some((at, bytes, _)) = self.whole_at
+            && at.elapsed() >= WHOLE_PACE_MIN
+            && c.bytes > bytes
+            && average > 0.0
+        {
+            let since = c.bytes.saturating_sub(bytes) as f64 / at.elapsed().as_secs_f64();
+            self.load_speedup = (since / average).max(1.0);
+        }
     }
 
     /// Loading progress, measured by bytes consumed; published at most once per interval.
@@ -235,6 +282,9 @@ impl Reporter {
         }
         if let Some(inserted) = &self.early_inserted {
             self.loading_writes.observe(Instant::now(), inserted.load(Ordering::Relaxed));
+        }
+        if secs > 0.0 {
+            self.measure_speedup(counters, secs);
         }
         self.event.eta_seconds = self.eta(counters, secs);
         if !self.due() {
@@ -297,6 +347,21 @@ impl Reporter {
 
     /// Records that every row has been read.
     pub fn loaded(&mut self, counters: Counters) {
+        // A load whose file arrived while it ran: its pace before and after, for the next one.
+        if let (Some((at, bytes, before_secs)), Some(started)) = (self.whole_at, self.load_started)
+            && before_secs >= WHOLE_PACE_MIN.as_secs_f64()
+            && at.elapsed() >= WHOLE_PACE_MIN
+        {
+            let before = bytes.saturating_sub(self.base.bytes) as f64 / before_secs;
+            let after = counters.bytes.saturating_sub(bytes) as f64 / at.elapsed().as_secs_f64();
+            self.arriving_speedup.observe(before, after);
+            tracing::debug!(
+                before,
+                after,
+                load_secs = started.elapsed().as_secs_f64(),
+                "the load's pace before and after its file was whole"
+            );
+        }
         self.merge_started = Some(Instant::now());
         self.invalid_rows = counters.invalid;
         self.staged = counters.staged;
@@ -326,7 +391,7 @@ impl Reporter {
         if !measured || secs <= 0.0 || read == 0.0 || c.rows == 0 {
             return None;
         }
-        let load_left = (total - c.bytes as f64) / (read / secs);
+        let load_left = (total - c.bytes as f64) / (read / secs * self.load_speedup);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
         let staged_expected = c.staged as f64 * total / c.bytes as f64;
         if let Some(inserted) = &self.early_inserted {
@@ -334,14 +399,14 @@ impl Reporter {
             // rest faster once the parser no longer shares the machine.
             let written = inserted.load(Ordering::Relaxed);
             let at_load_end = match self.loading_writes.per_sec() {
-                Some(pace) => self.loading_writes.count_at(Instant::now()) + pace * load_left,
-                None => written as f64 * (1.0 + load_left / secs),
+                Some(pace) => self.loading_writes.count_at(Instant::now()) + pace * self.load_speedup * load_left,
+                None => written as f64 * (1.0 + load_left * self.load_speedup / secs),
             }
             .min(staged_expected);
             let tail = (staged_expected - at_load_end) / self.early_tail_pace();
             return Some(round1(load_left + tail + EARLY_COMMIT_SECS));
         }
-        let merge = self.merge_pace.secs(rows_expected, staged_expected, self.event.rows_per_second);
+        let merge = self.merge_pace.secs(rows_expected, staged_expected, self.alone_rows_per_second());
         Some(round1(load_left + merge))
     }
 
