@@ -71,7 +71,7 @@ struct ObjectGuard {
     nuid: String,
     keep: bool,
     /// Why the upload failed, once the import reading it has started.
-    started: Option<String>,
+    started_reason: Option<String>,
     /// Holds one of the gateway's early starts while the file arrives.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -83,7 +83,7 @@ impl ObjectGuard {
 
     /// Records why the upload failed, for the worker of an import already started.
     fn failed_because(&mut self, err: &ApiError) {
-        if let Some(reason) = self.started.as_mut() {
+        if let Some(reason) = self.started_reason.as_mut() {
             *reason = err.to_string();
         }
     }
@@ -95,9 +95,9 @@ impl Drop for ObjectGuard {
             return;
         }
         let (state, key, nuid) = (self.state.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.nuid));
-        let started = self.started.take();
+        let reason = self.started_reason.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { remove_upload(&state, &key, &nuid, started.as_deref()).await });
+            runtime.spawn(async move { remove_upload(&state, &key, &nuid, reason.as_deref()).await });
         }
     }
 }
@@ -403,7 +403,7 @@ async fn store_file(
         key: Uuid::now_v7().to_string(),
         nuid: shared::uploads::new_upload_nuid(),
         keep: false,
-        started: None,
+        started_reason: None,
         _permit: None,
     };
     let mut started = None;
@@ -418,7 +418,7 @@ async fn store_file(
         };
         started =
             Some(queue_import(state, early.identity, form, &facts, Some(object.nuid.clone()), early.trace).await?);
-        object.started = Some("the upload request ended before the file was stored".into());
+        object.started_reason = Some("the upload request ended before the file was stored".into());
         object._permit = Some(permit);
         state.metrics.uploads_started_early.inc();
     }
@@ -471,9 +471,9 @@ fn check_forced_format(form: &Form, sniffed: &Sniffed) -> Result<()> {
 }
 
 /// Removes an upload that was not handed on; for an import already started, marks it given up
-/// with `started` (the reason), which ends the import.
-async fn remove_upload(state: &AppState, key: &str, nuid: &str, started: Option<&str>) {
-    let result = match started {
+/// with `started_reason`, which ends the import.
+async fn remove_upload(state: &AppState, key: &str, nuid: &str, started_reason: Option<&str>) {
+    let result = match started_reason {
         Some(reason) => state.nats.interrupt_upload(key, nuid, reason).await,
         None => state.nats.discard_upload(key, nuid).await,
     };
