@@ -76,12 +76,6 @@ struct Dev {
 impl Dev {
     fn start(dir: &Path, name: &str) -> Dev {
         let port = free_port(None);
-        let ops_port = loop {
-            let p = free_port(None);
-            if p != port {
-                break p;
-            }
-        };
         let log = dir.join(format!("hexflow-dev-{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(hexflow_binary())
@@ -89,7 +83,9 @@ impl Dev {
             .current_dir(dir)
             .env("HEXFLOW_DATA_DIR", dir.join("data"))
             .env("HEXFLOW_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HEXFLOW_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
+            // The test never calls the ops port: the system picks it when it binds, so no port
+            // chosen here in advance can be taken meanwhile (by the embedded nats-server).
+            .env("HEXFLOW_OPS_LISTEN", "127.0.0.1:0")
             .env("HEXFLOW_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env_remove("NATS_URL")
             .env_remove("DATABASE_URL")
