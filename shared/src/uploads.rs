@@ -191,12 +191,17 @@ impl Nats {
         self.purge_upload_chunks(nuid).await
     }
 
-    async fn purge_upload_chunks(&self, nuid: &str) -> Result<(), BusError> {
-        let stream = self
-            .js
+    /// The uploads bucket's stream, for what the object store's API does not offer (purging by
+    /// subject, listing subjects, reading a subject's last message).
+    async fn uploads_stream(&self) -> Result<async_nats::jetstream::stream::Stream<()>, BusError> {
+        self.js
             .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
             .await
-            .map_err(failed("opening the uploads stream"))?;
+            .map_err(failed("opening the uploads stream"))
+    }
+
+    async fn purge_upload_chunks(&self, nuid: &str) -> Result<(), BusError> {
+        let stream = self.uploads_stream().await?;
         stream.purge().filter(chunk_subject(nuid)).await.map_err(failed("purging the upload's chunks"))?;
         Ok(())
     }
@@ -223,11 +228,7 @@ impl Nats {
 
     /// [`Nats::purge_upload`] by metadata subject (`$O.<bucket>.M.<encoded name>`).
     pub async fn purge_upload_subject(&self, meta_subject: &str) -> Result<(), BusError> {
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
+        let stream = self.uploads_stream().await?;
         let info = match stream.get_last_raw_message_by_subject(meta_subject).await {
             Ok(message) => serde_json::from_slice::<ObjectInfo>(&message.payload).ok(),
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
@@ -245,11 +246,7 @@ impl Nats {
     /// subject and what that subject holds.
     pub async fn upload_objects(&self) -> Result<Vec<(String, ObjectInfo)>, BusError> {
         use futures::TryStreamExt;
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
+        let stream = self.uploads_stream().await?;
         let subjects: Vec<(String, usize)> = stream
             .info_with_subjects(format!("$O.{}.M.>", names::UPLOADS_BUCKET))
             .await
@@ -278,11 +275,7 @@ impl Nats {
     /// `quiet_for` well above that never touches one. Returns how many uploads' chunks were purged.
     pub async fn purge_orphan_chunks(&self, quiet_for: Duration) -> Result<usize, BusError> {
         use futures::TryStreamExt;
-        let stream = self
-            .js
-            .get_stream_no_info(format!("OBJ_{}", names::UPLOADS_BUCKET))
-            .await
-            .map_err(failed("opening the uploads stream"))?;
+        let stream = self.uploads_stream().await?;
         let prefix = format!("$O.{}.C.", names::UPLOADS_BUCKET);
         let chunks: Vec<(String, usize)> = stream
             .info_with_subjects(format!("{prefix}>"))
