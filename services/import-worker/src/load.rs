@@ -153,7 +153,10 @@ pub async fn load(
     if let Some(arriving) = &arriving {
         reporter.arriving(arriving.whole.clone());
     }
-    let head = crate::object::open(nats, &spec.import.object_key, arriving.clone(), 0).await?;
+    // Stops the object's readers once the load ends, whatever ended it.
+    let reading = CancellationToken::new();
+    let _stop_reading = reading.clone().drop_guard();
+    let head = crate::object::open(nats, &spec.import.object_key, arriving.clone(), 0, reading.clone()).await?;
     let (head, resume) = match spec.resume {
         None => (CountingReader { inner: head, count: live.bytes.clone() }, None),
         Some(point) => {
@@ -162,7 +165,7 @@ pub async fn load(
             live.invalid.store(point.invalid, Ordering::Relaxed);
             live.staged.store(point.staged, Ordering::Relaxed);
             live.bytes.store(offset, Ordering::Relaxed);
-            let tail = crate::object::open(nats, &spec.import.object_key, arriving, offset).await?;
+            let tail = crate::object::open(nats, &spec.import.object_key, arriving, offset, reading.clone()).await?;
             let tail = SyncIoBridge::new(CountingReader { inner: tail, count: live.bytes.clone() });
             // Only the header is read again from the head: it does not count as progress.
             (CountingReader { inner: head, count: Arc::default() }, Some((tail, point)))
@@ -207,6 +210,7 @@ pub async fn load(
             break Ok(done);
         }
     };
+    reading.cancel();
     drop(rx);
     let _ = parser.await;
     let Done { findings, staged, row_errors } = outcome?;

@@ -20,7 +20,7 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use shared::{Nats, compression::Encoding, names, uploads};
 use tokio::{io::AsyncRead, sync::mpsc};
-use tokio_util::io::StreamReader;
+use tokio_util::{io::StreamReader, sync::CancellationToken};
 
 use shared::backoff::Backoff;
 
@@ -86,12 +86,14 @@ struct Chunks {
 /// `skip` on (a resumed load): whole chunks before it are fetched but not handed on, then the
 /// first bytes of the chunk it falls in. With `arriving` (the job was queued while the file was
 /// still arriving), the chunks of that name are read as they are stored, until the object's
-/// metadata says how many there are.
+/// metadata says how many there are. The reader stops, its reads ending, once `stop` is
+/// cancelled: a load that ends early would otherwise wait on chunks a slow client has not sent.
 pub async fn open(
     nats: &Nats,
     key: &str,
     arriving: Option<Arriving>,
     skip: u64,
+    stop: CancellationToken,
 ) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
     let store = nats.uploads().await.step("opening uploads bucket")?;
     let stream =
@@ -124,6 +126,9 @@ pub async fn open(
         let (mut fetching, mut decoding, mut waiting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         let (mut last_chunk, mut last_check) = (Instant::now(), Instant::now());
         while total != Some(read) {
+            if stop.is_cancelled() {
+                return;
+            }
             let started = Instant::now();
             // Whether the file is whole is asked now and then while chunks keep coming too,
             // since progress reports expect the load to speed up once the upload is over.
@@ -151,7 +156,10 @@ pub async fn open(
                     Ok(message) => Ok(message),
                     Err(err) if err.kind() == DirectGetErrorKind::NotFound => {
                         fetching += started.elapsed();
-                        tokio::time::sleep(ARRIVING_POLL).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(ARRIVING_POLL) => {}
+                            _ = stop.cancelled() => return,
+                        }
                         // The metadata is asked for at once next time round.
                         last_check = Instant::now() - WHOLE_CHECK;
                         continue;

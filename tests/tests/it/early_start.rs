@@ -171,3 +171,36 @@ async fn a_field_after_the_file_of_a_started_import_is_refused_and_ends_the_impo
     assert!(error.message.contains("format"), "the import says why: {}", error.message);
     assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0, "nothing reached the final tables");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cancelled_while_its_file_arrives_leaves_no_upload_behind() {
+    let Stack { env, gateway, _worker, bytes, .. } = Stack::start(8 * MB).await;
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+
+    let upload = HeldUpload::start(&gateway, id, bytes.len() as u64, &[]);
+    let half = bytes.len() / 2;
+    upload.send(&bytes[..half]).await;
+    log.wait_for(Duration::from_secs(60), |e| e.phase == Phase::Loading && e.bytes_processed > 0).await;
+    let (status, body) = gateway.post(&format!("/api/imports/{id}/cancel")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // The client holds the rest of the file: the import ends without waiting for it (well
+    // within the gateway's 60 s idle timeout, which would end the upload anyway).
+    let done = env.wait_for_terminal(id, Duration::from_secs(20)).await;
+    assert_eq!(done.status, Status::Cancelled, "{done:#?}");
+
+    // The client sends the rest of its file after the import ended: the answer still names
+    // the import, and the file goes at once, not at the sweep.
+    upload.send(&bytes[half..]).await;
+    drop(upload.pieces);
+    let (status, body) = upload.answer.await.unwrap().expect("the upload request");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["sessionId"], id.to_string(), "{body}");
+    assert_eq!(body["status"], "cancelled", "the answer says how the import ended: {body}");
+    assert_eq!(body["sizeBytes"], bytes.len() as u64, "{body}");
+    let objects = env.nats.upload_objects().await.unwrap();
+    assert!(objects.iter().all(|(_, info)| info.deleted), "no object is left: {objects:?}");
+    assert_eq!(env.upload_chunks().await, 0, "no chunk is left");
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0, "nothing reached the final tables");
+    assert_eq!(log.events().iter().filter(|e| e.is_terminal()).count(), 1, "one terminal event");
+}

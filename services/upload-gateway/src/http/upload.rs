@@ -190,7 +190,7 @@ async fn upload(
         }
     })?;
     let response = match stored.started.take() {
-        Some(queued) => complete_started(&state, &stored, queued).await,
+        Some(queued) => complete_started(&state, &mut stored, queued).await,
         None => match commit(&state, &stored).await {
             Ok(()) => queue_import(&state, &identity, &form, &stored.facts(), None, trace).await,
             Err(err) => Err(err),
@@ -238,18 +238,36 @@ async fn commit(state: &AppState, stored: &Stored) -> Result<()> {
 }
 
 /// Ends the upload of an import started while its file arrived: records the file's size and
-/// digest, then writes the object's metadata, which tells the worker the file is whole.
-async fn complete_started(state: &AppState, stored: &Stored, queued: Queued) -> Result<Queued> {
-    sqlx::query("UPDATE imports SET size_bytes = $2, sha256 = $3 WHERE id = $1")
-        .bind(queued.session_id)
-        .bind(stored.put.size as i64)
-        .bind(&stored.put.sha256)
-        .execute(&state.db)
-        .await
-        .step("recording the file's size and digest")?;
+/// digest, then writes the object's metadata, which tells the worker the file is whole. An
+/// import that already ended (cancelled while its file arrived, or failed) has no reader left:
+/// its upload is removed at once instead of waiting for the sweep, and the response still names
+/// the import, whose status says how it ended.
+async fn complete_started(state: &AppState, stored: &mut Stored, queued: Queued) -> Result<Queued> {
+    let status: Option<String> =
+        sqlx::query_scalar("UPDATE imports SET size_bytes = $2, sha256 = $3 WHERE id = $1 RETURNING status")
+            .bind(queued.session_id)
+            .bind(stored.put.size as i64)
+            .bind(&stored.put.sha256)
+            .fetch_optional(&state.db)
+            .await
+            .step("recording the file's size and digest")?;
+    let response = Queued { sha256: stored.put.sha256.clone(), size_bytes: stored.put.size, ..queued };
+    let ended = match status.as_deref() {
+        Some("cancelled") => Some("cancelled"),
+        Some("error") => Some("error"),
+        Some("completed") => Some("completed"),
+        _ => None,
+    };
+    if let Some(status) = ended {
+        tracing::info!(id = %response.session_id, status, "upload complete after its import ended; removing the file");
+        let response = Queued { status, ..response };
+        stored.object.keep();
+        remove_upload(state, &stored.object.key, &stored.object.nuid, None).await;
+        return Ok(response);
+    }
     commit(state, stored).await?;
-    tracing::info!(id = %queued.session_id, bytes = stored.put.size, "upload complete; its import started while it arrived");
-    Ok(Queued { sha256: stored.put.sha256.clone(), size_bytes: stored.put.size, ..queued })
+    tracing::info!(id = %response.session_id, bytes = stored.put.size, "upload complete; its import started while it arrived");
+    Ok(response)
 }
 
 /// A `Content-Length` already over the limit is refused before a byte is stored.
