@@ -7,9 +7,12 @@
 //! out of order (the merge would fold it), the transaction is rolled back and the ordinary merge
 //! runs after loading.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use shared::events::Summary;
@@ -71,10 +74,10 @@ impl EarlyWriter {
     /// Hands the transaction to a task that writes each slice it is sent.
     pub fn start(self) -> EarlyWrites {
         let (ranges, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
-        let inserted = Arc::new(AtomicU64::new(0));
+        let tally = WriterTally::default();
         let fixed = Arc::new(AtomicU64::new(0));
         let abandoned = Arc::new(AtomicBool::new(false));
-        let (count, fixed_count, stop) = (inserted.clone(), fixed.clone(), abandoned.clone());
+        let (written, fixed_count, stop) = (tally.clone(), fixed.clone(), abandoned.clone());
         let task = tokio::spawn(async move {
             let mut writer = self;
             while let Some((after, upto)) = rx.recv().await {
@@ -86,6 +89,7 @@ impl EarlyWriter {
                     "WITH written AS ({insert} AND line > {after} AND line <= {upto} RETURNING state)
                      SELECT count(*), count(*) FILTER (WHERE state = 'resolved') FROM written"
                 );
+                let began = written.begin();
                 let (all, resolved): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(&writer.import.tenant)
                     .bind(writer.import.scanner())
@@ -93,12 +97,20 @@ impl EarlyWriter {
                     .bind(writer.import.id)
                     .fetch_one(&mut *writer.tx)
                     .await?;
-                count.fetch_add(all as u64, Ordering::Relaxed);
+                let took = began.elapsed();
+                written.record(all as u64, took);
+                tracing::debug!(
+                    after,
+                    upto,
+                    findings = all,
+                    took_ms = took.as_millis() as u64,
+                    "wrote a slice of findings"
+                );
                 fixed_count.fetch_add(resolved as u64, Ordering::Relaxed);
             }
             Ok(writer)
         });
-        EarlyWrites { ranges: Some(ranges), task: Some(task), inserted, fixed, abandoned }
+        EarlyWrites { ranges: Some(ranges), task: Some(task), tally, fixed, abandoned }
     }
 
     /// Records the scanner checks, marks the import completed with `summary` (what was
@@ -126,11 +138,72 @@ pub struct Written {
     pub fixed: u64,
 }
 
+/// What the early writer has done so far, shared with the progress reporter: the findings it
+/// inserted, the time its statements took (not the time it waited for the next slice), and
+/// when the statement under way began.
+#[derive(Debug, Clone, Default)]
+pub struct WriterTally {
+    inserted: Arc<AtomicU64>,
+    busy_nanos: Arc<AtomicU64>,
+    under_way: Arc<Mutex<Option<Instant>>>,
+}
+
+impl WriterTally {
+    /// Findings inserted so far.
+    pub fn inserted(&self) -> u64 {
+        self.inserted.load(Ordering::Relaxed)
+    }
+
+    /// The counts now.
+    pub fn now(&self) -> Tallied {
+        Tallied { inserted: self.inserted(), busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)) }
+    }
+
+    /// How long the statement under way has run, if one is.
+    pub fn under_way(&self) -> Option<Duration> {
+        self.under_way.lock().expect("the tally's lock is never poisoned").map(|began| began.elapsed())
+    }
+
+    fn begin(&self) -> Instant {
+        let now = Instant::now();
+        *self.under_way.lock().expect("the tally's lock is never poisoned") = Some(now);
+        now
+    }
+
+    fn record(&self, inserted: u64, took: Duration) {
+        self.busy_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.inserted.fetch_add(inserted, Ordering::Relaxed);
+        *self.under_way.lock().expect("the tally's lock is never poisoned") = None;
+    }
+}
+
+/// A reading of a [`WriterTally`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tallied {
+    /// Findings inserted.
+    pub inserted: u64,
+    /// Time the statements that inserted them took.
+    pub busy: Duration,
+}
+
+impl Tallied {
+    /// Time the statements must have taken for their pace to say something.
+    const MIN_BUSY: Duration = Duration::from_millis(300);
+
+    /// Findings per second of the statements since `earlier`, once they took
+    /// [`Self::MIN_BUSY`]: how fast the writer writes, whether it keeps up with the load (and
+    /// waits for slices) or not.
+    pub fn rate_since(&self, earlier: Tallied) -> Option<f64> {
+        let busy = self.busy.saturating_sub(earlier.busy);
+        (busy >= Self::MIN_BUSY).then(|| self.inserted.saturating_sub(earlier.inserted) as f64 / busy.as_secs_f64())
+    }
+}
+
 /// The writer's task, fed with line ranges of committed staging rows.
 pub struct EarlyWrites {
     ranges: Option<mpsc::UnboundedSender<(u64, u64)>>,
     task: Option<JoinHandle<sqlx::Result<EarlyWriter>>>,
-    inserted: Arc<AtomicU64>,
+    tally: WriterTally,
     fixed: Arc<AtomicU64>,
     abandoned: Arc<AtomicBool>,
 }
@@ -141,9 +214,9 @@ impl EarlyWrites {
         !self.abandoned.load(Ordering::Relaxed)
     }
 
-    /// Findings inserted so far.
-    pub fn inserted(&self) -> Arc<AtomicU64> {
-        self.inserted.clone()
+    /// What the writer has done so far (it goes on counting).
+    pub fn tally(&self) -> WriterTally {
+        self.tally.clone()
     }
 
     /// Writes the staged rows with `after < line <= upto` (committed by then).
@@ -169,18 +242,14 @@ impl EarlyWrites {
             return Ok(None);
         }
         let writer = writer.step("writing findings")?;
-        let written =
-            Written { inserted: self.inserted.load(Ordering::Relaxed), fixed: self.fixed.load(Ordering::Relaxed) };
+        let written = Written { inserted: self.tally.inserted(), fixed: self.fixed.load(Ordering::Relaxed) };
         Ok(Some((writer, written)))
     }
 }
 
 impl std::fmt::Debug for EarlyWrites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EarlyWrites")
-            .field("active", &self.active())
-            .field("inserted", &self.inserted.load(Ordering::Relaxed))
-            .finish()
+        f.debug_struct("EarlyWrites").field("active", &self.active()).field("inserted", &self.tally.inserted()).finish()
     }
 }
 
@@ -190,5 +259,27 @@ impl Drop for EarlyWrites {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writers_pace_is_its_statements_time_not_its_waits() {
+        let tally = WriterTally::default();
+        let start = tally.now();
+        tally.begin();
+        assert!(tally.under_way().is_some(), "a statement is under way");
+        tally.record(10_000, Duration::from_millis(200));
+        assert_eq!(tally.under_way(), None);
+        assert_eq!(tally.now().rate_since(start), None, "0.2 s of writing says too little");
+        // However long the writer then waits for the next slice, only its statements count.
+        let first = tally.now();
+        tally.record(20_000, Duration::from_millis(300));
+        assert_eq!(tally.inserted(), 30_000);
+        assert_eq!(tally.now().rate_since(start), Some(60_000.0));
+        assert!((tally.now().rate_since(first).unwrap() - 66_666.67).abs() < 0.01, "the pace since a reading");
     }
 }

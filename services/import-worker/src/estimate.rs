@@ -174,13 +174,6 @@ impl SlicedPace {
         (grown > 0 && secs >= Self::MIN_SECS).then(|| grown as f64 / secs)
     }
 
-    /// The count expected at `now` at the pace measured, from the latest growth (the count
-    /// seen last, before a pace is measured).
-    pub fn count_at(&self, now: Instant) -> f64 {
-        let Some((since, at)) = self.last.or(self.watched) else { return 0.0 };
-        at as f64 + self.per_sec().unwrap_or(0.0) * now.duration_since(since).as_secs_f64()
-    }
-
     /// Time between two growths for their pace to say something.
     const MIN_SECS: f64 = 0.3;
 }
@@ -284,7 +277,7 @@ mod tests {
         // The first slice ends soon after watching began: most of it was written before.
         pace.observe(at(200), 500);
         assert_eq!(pace.secs_to(at(200), 1000, 100.0), 5.0, "one growth alone gives no pace");
-        assert_eq!((pace.per_sec(), pace.count_at(at(900))), (None, 500.0));
+        assert_eq!(pace.per_sec(), None);
         pace.observe(at(600), 500);
         assert_eq!(pace.secs_to(at(600), 1000, 100.0), 4.6);
         pace.observe(at(1200), 600);
@@ -294,7 +287,6 @@ mod tests {
         pace.observe(at(1700), 800);
         assert!((pace.secs_to(at(1700), 1000, 100.0) - 1.0).abs() < 1e-9, "300 in 1.5 s: 200 to go");
         assert_eq!(pace.per_sec(), Some(200.0));
-        assert!((pace.count_at(at(2200)) - 900.0).abs() < 1e-9, "at that pace from the latest growth");
     }
 
     #[test]

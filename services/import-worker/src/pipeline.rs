@@ -64,7 +64,7 @@ pub async fn run(
     };
     if let Some(writes) = &early {
         tracing::info!("no findings of this scanner yet: writing them while the file loads");
-        reporter.writing_early(writes.inserted());
+        reporter.writing_early(writes.tally());
     }
     let (kind, history) = estimate::expect(db, &import.tenant, import.scanner(), format.name(), &import.scan_date)
         .await
@@ -143,7 +143,7 @@ async fn finish_early(
     reporter: &mut Reporter,
     cancel: &CancellationToken,
 ) -> Result<Option<(EarlyWriter, early::Written)>> {
-    let inserted = writes.inserted();
+    let tally = writes.tally();
     let finish = writes.finish();
     tokio::pin!(finish);
     loop {
@@ -152,7 +152,7 @@ async fn finish_early(
             _ = cancel.cancelled() => return Err(JobError::Cancelled),
             done = &mut finish => return done,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                reporter.writing(inserted.load(std::sync::atomic::Ordering::Relaxed), expected).await?;
+                reporter.writing(tally.inserted(), expected).await?;
             }
         }
     }

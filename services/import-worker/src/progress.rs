@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use sqlx::PgPool;
 
 use crate::{
     Worker,
+    early::{Tallied, WriterTally},
     error::{JobError, Result, StepExt},
     estimate::{ArrivingSpeedup, MergeKind, MergePace, SlicedPace},
     fence::Fence,
@@ -29,14 +30,17 @@ use crate::{
 /// multiple of the rows read per second while loading: 0.43–0.69, median 0.61, over sixteen
 /// million-row first imports of two shapes on a 2-core machine (`docs/benchmarks.md`).
 const EARLY_TAIL_RATIO: f64 = 0.6;
-/// Findings written per second once the load is over, as a multiple of the pace they were
-/// written at while it ran, timed between the slices that ended (the writer then shared the
-/// machine with the parser). Against the pace over the whole load, first slice's wait
-/// included, the ratio was 1.40–2.12 (median 1.66) over twelve million-row first imports of two
-/// shapes on a 2-core machine and 1.66 for five million rows; timing between slices leaves
-/// that wait out (`docs/benchmarks.md`). Unlike the ratio to the load's rate it holds as the
-/// table grows: that was 0.43–0.59 for the million-row imports and 0.32 for five million.
-const ALONE_SPEEDUP: f64 = 1.5;
+/// Findings written per second once the load is over, as a multiple of the pace of the
+/// writer's statements while the file loaded (and was whole: the writer then shared the machine
+/// with the parser alone). It was 1.40–1.78 (median 1.6) over six million-row first imports of
+/// two shapes on a 2-core machine (`docs/benchmarks.md`). Unlike the ratio to the load's rate it
+/// holds as the table grows: that was 0.43–0.59 for million-row imports and 0.32 for five
+/// million.
+const ALONE_SPEEDUP: f64 = 1.6;
+/// How much faster the early writer's statements are expected to run once the file is whole
+/// than while it arrives (the upload then takes part of the machine), until that pace is
+/// measured: 0.84–1.86, median 1.4, over the same six imports.
+const WRITER_ARRIVING_SPEEDUP: f64 = 1.4;
 /// Scanner checks, statistics and commit after the last finding of a million-row first import
 /// (0.1 s on 2 cores: the checks read by index, a sampled `ANALYZE`, then the commit).
 pub const EARLY_COMMIT_SECS: f64 = 0.15;
@@ -91,11 +95,12 @@ pub struct Reporter {
     /// Findings staged so far (all of them once loading is over).
     staged: u64,
     invalid_rows: u64,
-    early_inserted: Option<Arc<AtomicU64>>,
+    /// What the early writer has done, when the findings are written while the file loads.
+    early: Option<WriterTally>,
+    /// What it had done when the file became whole, if it was arriving as the load started.
+    writes_at_whole: Option<Tallied>,
     /// The pace of the findings written after an early-writing load.
     writing: SlicedPace,
-    /// The findings an early writer has written while the file loads, timed between slices.
-    loading_writes: SlicedPace,
     /// Where a resumed load started: throughput counts only what this attempt read.
     base: Counters,
     /// Progress of the snapshot when this attempt started.
@@ -134,9 +139,9 @@ impl Reporter {
             merge_pace: worker.merge_rates.pace(MergeKind::First),
             staged: 0,
             invalid_rows: 0,
-            early_inserted: None,
+            early: None,
+            writes_at_whole: None,
             writing: SlicedPace::default(),
-            loading_writes: SlicedPace::default(),
             base: Counters::default(),
             arriving: None,
             whole_at: None,
@@ -182,8 +187,8 @@ impl Reporter {
 
     /// The findings are written while loading: the ETA counts the rows still to write, not a
     /// whole merge after the load.
-    pub fn writing_early(&mut self, inserted: Arc<AtomicU64>) {
-        self.early_inserted = Some(inserted);
+    pub fn writing_early(&mut self, tally: WriterTally) {
+        self.early = Some(tally);
     }
 
     fn advance(&mut self, phase: Phase, fraction: f64, message: String) {
@@ -227,7 +232,20 @@ impl Reporter {
 
     /// Findings per second expected once an early-writing load is over (see [`early_tail_pace`]).
     fn early_tail_pace(&self) -> f64 {
-        early_tail_pace(self.loading_writes.per_sec().map(|p| p * self.load_speedup), self.alone_rows_per_second())
+        early_tail_pace(self.writer_pace(), self.alone_rows_per_second())
+    }
+
+    /// Findings per second the early writer is expected to write at until the load ends: the
+    /// pace of its statements (not of the time it ran: while it keeps up with the load it waits
+    /// for slices), since the file became whole once that is measured; before, its pace so far,
+    /// faster by [`WRITER_ARRIVING_SPEEDUP`] when the file was arriving.
+    fn writer_pace(&self) -> Option<f64> {
+        let now = self.early.as_ref()?.now();
+        if let Some(rate) = self.writes_at_whole.and_then(|whole| now.rate_since(whole)) {
+            return Some(rate);
+        }
+        let rate = now.rate_since(Tallied::default())?;
+        Some(if self.arriving.is_some() { rate * WRITER_ARRIVING_SPEEDUP } else { rate })
     }
 
     /// The load's rate in rows per second without the upload beside it (see `load_speedup`):
@@ -258,6 +276,7 @@ impl Reporter {
         let Some(whole) = &self.arriving else { return };
         if self.whole_at.is_none() && whole.load(Ordering::Relaxed) {
             self.whole_at = Some((Instant::now(), c.bytes, secs));
+            self.writes_at_whole = self.early.as_ref().map(WriterTally::now);
         }
         let average = c.bytes.saturating_sub(self.base.bytes) as f64 / secs;
         if let Some((at, bytes, _)) = self.whole_at
@@ -279,9 +298,6 @@ impl Reporter {
         let secs = self.load_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
         if secs > 0.0 {
             self.event.rows_per_second = (counters.rows.saturating_sub(self.base.rows) as f64 / secs).round();
-        }
-        if let Some(inserted) = &self.early_inserted {
-            self.loading_writes.observe(Instant::now(), inserted.load(Ordering::Relaxed));
         }
         if secs > 0.0 {
             self.measure_speedup(counters, secs);
@@ -394,13 +410,17 @@ impl Reporter {
         let load_left = (total - c.bytes as f64) / (read / secs * self.load_speedup);
         let rows_expected = c.rows as f64 * total / c.bytes as f64;
         let staged_expected = c.staged as f64 * total / c.bytes as f64;
-        if let Some(inserted) = &self.early_inserted {
-            // Findings go on being written at the pace seen so far until the load ends, and the
-            // rest faster once the parser no longer shares the machine.
-            let written = inserted.load(Ordering::Relaxed);
-            let at_load_end = match self.loading_writes.per_sec() {
-                Some(pace) => self.loading_writes.count_at(Instant::now()) + pace * self.load_speedup * load_left,
-                None => written as f64 * (1.0 + load_left * self.load_speedup / secs),
+        if let Some(writer) = &self.early {
+            // Findings go on being written at the writer's pace until the load ends (never
+            // ahead of the rows loaded), the statement under way included, and the rest faster
+            // once the parser no longer shares the machine.
+            let written = writer.inserted() as f64;
+            let at_load_end = match self.writer_pace() {
+                Some(pace) => {
+                    let under_way = writer.under_way().unwrap_or_default().as_secs_f64();
+                    written + pace * (under_way + load_left)
+                }
+                None => written * (1.0 + load_left * self.load_speedup / secs),
             }
             .min(staged_expected);
             let tail = (staged_expected - at_load_end) / self.early_tail_pace();
