@@ -88,7 +88,9 @@ pub struct Worker {
     /// Merge speeds this worker measured, per kind of merge, for ETAs.
     merge_rates: estimate::MergeRates,
     /// How much faster this worker's last load ran once its file had arrived, for ETAs.
-    arriving_speedup: estimate::ArrivingSpeedup,
+    arriving_speedup: estimate::Speedup,
+    /// How much faster the last first import's findings were written once its load was over.
+    writer_alone_speedup: estimate::Speedup,
     /// `/healthz`, `/readyz` and `/metrics`.
     ops: ops::Ops,
 }
@@ -125,7 +127,8 @@ impl Worker {
             config: Arc::new(config),
             metrics,
             merge_rates: estimate::MergeRates::default(),
-            arriving_speedup: estimate::ArrivingSpeedup::default(),
+            arriving_speedup: estimate::Speedup::new(estimate::ARRIVING_SPEEDUP),
+            writer_alone_speedup: estimate::Speedup::new(estimate::WRITER_ALONE_SPEEDUP),
             ops,
         })
     }

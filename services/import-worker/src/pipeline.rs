@@ -121,7 +121,10 @@ pub async fn run(
     if let Some(writes) = loaded.early {
         let staged = loaded.findings - loaded.staged.folded;
         match finish_early(writes, staged, reporter, cancel).await? {
-            Some((writer, written)) => return writer.commit(summary, written, reporter).await,
+            Some((writer, written)) => {
+                reporter.early_writes_done();
+                return writer.commit(summary, written, reporter).await;
+            }
             None => tracing::info!("a finding key repeats out of order: the findings are merged after loading instead"),
         }
     }

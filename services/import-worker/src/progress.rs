@@ -21,7 +21,7 @@ use crate::{
     Worker,
     early::{Tallied, WriterTally},
     error::{JobError, Result, StepExt},
-    estimate::{ArrivingSpeedup, MergeKind, MergePace, SlicedPace},
+    estimate::{MergeKind, MergePace, SlicedPace, Speedup},
     fence::Fence,
     resume::ResumePoint,
 };
@@ -30,13 +30,6 @@ use crate::{
 /// multiple of the rows read per second while loading: 0.43–0.69, median 0.61, over sixteen
 /// million-row first imports of two shapes on a 2-core machine (`docs/benchmarks.md`).
 const EARLY_TAIL_RATIO: f64 = 0.6;
-/// Findings written per second once the load is over, as a multiple of the pace of the
-/// writer's statements while the file loaded (and was whole: the writer then shared the machine
-/// with the parser alone). It was 1.40–1.78 (median 1.6) over six million-row first imports of
-/// two shapes on a 2-core machine (`docs/benchmarks.md`). Unlike the ratio to the load's rate it
-/// holds as the table grows: that was 0.43–0.59 for million-row imports and 0.32 for five
-/// million.
-const ALONE_SPEEDUP: f64 = 1.6;
 /// How much faster the early writer's statements are expected to run once the file is whole
 /// than while it arrives (the upload then takes part of the machine), until that pace is
 /// measured: 0.84–1.86, median 1.4, over the same six imports.
@@ -112,7 +105,11 @@ pub struct Reporter {
     /// How much faster than its average so far the rest of the load is expected to run.
     load_speedup: f64,
     /// This worker's measure of that speed-up.
-    arriving_speedup: ArrivingSpeedup,
+    arriving_speedup: Speedup,
+    /// This worker's measure of how much faster the early writer goes once the load is over.
+    writer_alone_speedup: Speedup,
+    /// What the early writer had done when the load ended, and the pace of its statements then.
+    writes_at_load_end: Option<(Tallied, Option<f64>)>,
 }
 
 impl Reporter {
@@ -147,6 +144,8 @@ impl Reporter {
             whole_at: None,
             load_speedup: 1.0,
             arriving_speedup: worker.arriving_speedup.clone(),
+            writer_alone_speedup: worker.writer_alone_speedup.clone(),
+            writes_at_load_end: None,
             shown_progress: 0.0,
         }
     }
@@ -232,7 +231,17 @@ impl Reporter {
 
     /// Findings per second expected once an early-writing load is over (see [`early_tail_pace`]).
     fn early_tail_pace(&self) -> f64 {
-        early_tail_pace(self.writer_pace(), self.alone_rows_per_second())
+        early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second())
+    }
+
+    /// The pace of the early writer's statements: since the file became whole once measured
+    /// (`true`), else over all of them.
+    fn statement_pace(&self) -> Option<(f64, bool)> {
+        let now = self.early.as_ref()?.now();
+        if let Some(rate) = self.writes_at_whole.and_then(|whole| now.rate_since(whole)) {
+            return Some((rate, true));
+        }
+        now.rate_since(Tallied::default()).map(|rate| (rate, false))
     }
 
     /// Findings per second the early writer is expected to write at until the load ends: the
@@ -240,12 +249,18 @@ impl Reporter {
     /// for slices), since the file became whole once that is measured; before, its pace so far,
     /// faster by [`WRITER_ARRIVING_SPEEDUP`] when the file was arriving.
     fn writer_pace(&self) -> Option<f64> {
-        let now = self.early.as_ref()?.now();
-        if let Some(rate) = self.writes_at_whole.and_then(|whole| now.rate_since(whole)) {
-            return Some(rate);
+        let (rate, since_whole) = self.statement_pace()?;
+        Some(if self.arriving.is_some() && !since_whole { rate * WRITER_ARRIVING_SPEEDUP } else { rate })
+    }
+
+    /// The early writer has written its last finding: its pace after the load over its pace
+    /// while the file loaded is what this worker expects of the next first import.
+    pub fn early_writes_done(&self) {
+        let (Some((at_load_end, Some(before))), Some(writer)) = (self.writes_at_load_end, &self.early) else { return };
+        if let Some(after) = writer.now().rate_since(at_load_end) {
+            self.writer_alone_speedup.observe(before, after);
+            tracing::debug!(before, after, "the early writer's pace while the file loaded and after");
         }
-        let rate = now.rate_since(Tallied::default())?;
-        Some(if self.arriving.is_some() { rate * WRITER_ARRIVING_SPEEDUP } else { rate })
     }
 
     /// The load's rate in rows per second without the upload beside it (see `load_speedup`):
@@ -378,6 +393,8 @@ impl Reporter {
                 "the load's pace before and after its file was whole"
             );
         }
+        self.writes_at_load_end =
+            self.early.as_ref().map(|writer| (writer.now(), self.statement_pace().map(|(rate, _)| rate)));
         self.merge_started = Some(Instant::now());
         self.invalid_rows = counters.invalid;
         self.staged = counters.staged;
@@ -515,11 +532,11 @@ impl Reporter {
 }
 
 /// Findings per second expected once an early-writing load is over, before their pace after it
-/// is measured: [`ALONE_SPEEDUP`] times their pace while loading (`while_loading`), or, before
-/// that is measured, [`EARLY_TAIL_RATIO`] of the load's rate (`load_rows_per_second`).
-fn early_tail_pace(while_loading: Option<f64>, load_rows_per_second: f64) -> f64 {
+/// is measured: `speedup` times their pace while loading (`while_loading`), or, before that is
+/// measured, [`EARLY_TAIL_RATIO`] of the load's rate (`load_rows_per_second`).
+fn early_tail_pace(while_loading: Option<f64>, speedup: f64, load_rows_per_second: f64) -> f64 {
     match while_loading {
-        Some(pace) => ALONE_SPEEDUP * pace,
+        Some(pace) => speedup * pace,
         None => 1.0 / MergePace::RelativeToLoad(EARLY_TAIL_RATIO).secs(0.0, 1.0, load_rows_per_second),
     }
 }
@@ -542,11 +559,11 @@ mod tests {
 
     #[test]
     fn the_writes_after_a_load_are_expected_faster_than_while_it_ran_once_some_are_written() {
-        assert_eq!(early_tail_pace(None, 200_000.0), EARLY_TAIL_RATIO * 200_000.0, "no pace measured yet");
-        let pace = early_tail_pace(Some(50_000.0), 200_000.0);
-        assert!((pace - ALONE_SPEEDUP * 50_000.0).abs() < 1e-6, "{pace}");
+        assert_eq!(early_tail_pace(None, 1.6, 200_000.0), EARLY_TAIL_RATIO * 200_000.0, "no pace measured yet");
+        let pace = early_tail_pace(Some(50_000.0), 1.6, 200_000.0);
+        assert!((pace - 1.6 * 50_000.0).abs() < 1e-6, "{pace}");
         assert_eq!(
-            early_tail_pace(Some(50_000.0), 400_000.0),
+            early_tail_pace(Some(50_000.0), 1.6, 400_000.0),
             pace,
             "a faster parser does not make the database write faster"
         );
