@@ -32,7 +32,8 @@ use crate::{
 const EARLY_TAIL_RATIO: f64 = 0.6;
 /// How much faster the early writer's statements are expected to run once the file is whole
 /// than while it arrives (the upload then takes part of the machine), until that pace is
-/// measured: 0.84–1.86, median 1.4, over the same six imports.
+/// measured: 0.84–1.86, median 1.4, over six million-row first imports of two shapes on a
+/// 2-core machine (`docs/benchmarks.md`).
 const WRITER_ARRIVING_SPEEDUP: f64 = 1.4;
 /// Scanner checks, statistics and commit after the last finding of a million-row first import
 /// (0.1 s on 2 cores: the checks read by index, a sampled `ANALYZE`, then the commit).
