@@ -123,15 +123,20 @@ pub async fn upload_as(base: &str, token: &str, bytes: Vec<u8>, filename: &str, 
     let form = reqwest::multipart::Form::new()
         .text("sessionId", id.to_string())
         .part("file", reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()));
-    let response = reqwest::Client::new()
+    let response = post_import_as(base, token, form).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Posts an upload `form` to `POST /api/imports` with `Authorization: Bearer <token>`.
+pub async fn post_import_as(base: &str, token: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+    reqwest::Client::new()
         .post(format!("{base}/api/imports"))
         .bearer_auth(token)
         .multipart(form)
         .send()
         .await
-        .expect("upload request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+        .expect("upload request")
 }
 
 /// GET with an optional bearer token; status and JSON body.

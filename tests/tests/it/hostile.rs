@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hexflow_tests::{
     TestEnv, files,
-    realtime::{TEST_SECRET, token},
+    realtime::{TEST_SECRET, post_import_as, token},
     stack::GatewayHandle,
 };
 use serde_json::Value;
@@ -476,13 +476,7 @@ async fn upload_naming(gateway: &GatewayHandle, token: &str, id: uuid::Uuid, id_
     } else {
         form.text("sessionId", id.to_string()).part("file", file())
     };
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/imports", gateway.base))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = post_import_as(&gateway.base, token, form).await;
     (response.status().as_u16(), response.text().await.unwrap().replace(&id.to_string(), "ID"))
 }
 

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use hexflow_tests::{TestEnv, files};
-use shared::Status;
+use hexflow_tests::{
+    GatewayHandle, TestEnv, files,
+    realtime::{TEST_SECRET, get_as, post_import_as, token},
+};
+use shared::{Status, config::Secret};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +204,93 @@ async fn the_callers_trace_context_travels_with_the_job_and_the_events() {
     let progress = env.nats.js.get_stream(shared::names::PROGRESS_STREAM).await.unwrap();
     let snapshot = progress.get_last_raw_message_by_subject(&shared::names::progress_subject(id)).await.unwrap();
     assert!(snapshot.headers.get("traceparent").unwrap().as_str().contains(trace_id));
+}
+
+/// Imports `rows` as scanned on `scan_date` for the holder of `token`; waits until completed.
+async fn scan_as(env: &TestEnv, gateway: &GatewayHandle, token: &str, rows: &[files::Row], scan_date: &str) {
+    let form = reqwest::multipart::Form::new()
+        .text("scanDate", scan_date.to_owned())
+        .part("file", reqwest::multipart::Part::bytes(files::generic_csv(rows)).file_name("scan.csv"));
+    let response = post_import_as(&gateway.base, token, form).await;
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let id = Uuid::parse_str(body["sessionId"].as_str().unwrap()).unwrap();
+    assert_eq!(env.wait_for_terminal(id, Duration::from_secs(30)).await.status, Status::Completed);
+}
+
+/// `asset/check` of every finding the listing gives `token` for `filters`, page after page of one.
+async fn listed_one_by_one(gateway: &GatewayHandle, token: &str, filters: &str) -> Vec<String> {
+    let mut assets = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..20 {
+        let url = format!("{}/api/findings?limit=1{filters}{cursor}", gateway.base);
+        let (status, page) = get_as(&url, Some(token)).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let items = page["items"].as_array().unwrap();
+        assets.extend(
+            items.iter().map(|f| format!("{}/{}", f["asset"].as_str().unwrap(), f["checkId"].as_str().unwrap())),
+        );
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return assets,
+        }
+    }
+    panic!("more than 20 pages of {filters}: {assets:?}");
+}
+
+/// `asset/check` of `tenant`'s findings in `states` and `severities`, as plain SQL orders them.
+async fn in_sql_order(env: &TestEnv, tenant: &str, states: &[&str], severities: &[i16]) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT asset || '/' || check_id FROM vulnerabilities WHERE tenant = $1 AND state = ANY($2) AND severity = ANY($3)
+         ORDER BY severity DESC, id DESC",
+    )
+    .bind(tenant)
+    .bind(states)
+    .bind(severities)
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_are_paged_by_state_and_severity_and_only_to_their_tenant_when_tenants_hash_alike() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway_with(|c| c.auth.secret = Some(Secret(TEST_SECRET.into()))).await;
+    let _worker = env.worker().await;
+    // The page index starts with the tenant's hash; these two names share one.
+    let (ours, theirs) = ("tenant-109551", "tenant-161554");
+    let shared_hash = env.scalar(&format!("SELECT (hashtext('{ours}') = hashtext('{theirs}'))::int::int8")).await;
+    assert_eq!(shared_hash, 1, "{ours} and {theirs} hash alike");
+    let (ann, eve) = (token("ann", ours, false), token("eve", theirs, false));
+    let row = |asset: &str, check: &str, severity| files::Row { severity, ..files::Row::new(asset, check, 443) };
+    let week1 = [
+        row("h1", "C1", "low"),
+        row("h2", "C1", "critical"),
+        row("h3", "C1", "high"),
+        row("h1", "C2", "high"),
+        row("h2", "C2", "info"),
+    ];
+    scan_as(&env, &gateway, &ann, &week1, "2026-01-01").await;
+    // A week later C2 is gone from both hosts: resolved.
+    scan_as(&env, &gateway, &ann, &week1[..3], "2026-01-08").await;
+    let theirs_rows = [row("x1", "C1", "high"), row("x2", "C1", "critical"), row("x3", "C1", "high")];
+    scan_as(&env, &gateway, &eve, &theirs_rows, "2026-01-01").await;
+
+    let all = [0, 1, 2, 3, 4];
+    for (token, tenant, filters, states, severities) in [
+        (&ann, ours, "", &["open"][..], &all[..]),
+        (&ann, ours, "&state=resolved", &["resolved"], &all),
+        (&ann, ours, "&state=all", &["open", "resolved"], &all),
+        (&ann, ours, "&state=all&severity=high,critical,high", &["open", "resolved"], &[3, 4]),
+        (&ann, ours, "&state=all&severity=0,3", &["open", "resolved"], &[0, 3]),
+        (&eve, theirs, "&state=all", &["open", "resolved"], &all),
+    ] {
+        let expected = in_sql_order(&env, tenant, states, severities).await;
+        assert!(!expected.is_empty(), "{tenant} {filters}");
+        assert_eq!(listed_one_by_one(&gateway, token, filters).await, expected, "{tenant} {filters}");
+    }
+    assert_eq!(listed_one_by_one(&gateway, &ann, "&state=resolved").await.len(), 2);
+    assert_eq!(listed_one_by_one(&gateway, &eve, "").await.len(), 3, "each tenant sees its own findings only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! Weekly rescans: a generated scan, the same file again, next week's scan (findings gone,
 //! changed and new) and the first file back again give exactly the lifecycle counts the
 //! generator expects; a cancel or a killed worker in the middle of a rescan's merge leaves the
-//! final tables as they were, and the retry gives the same counts; the rescan and byte-order
-//! migrations keep the findings a database already holds.
+//! final tables as they were, and the retry gives the same counts; the rescan, byte-order and
+//! page-index migrations keep the findings a database already holds.
 
 use std::{
     path::{Path, PathBuf},
@@ -148,6 +148,16 @@ async fn first_scan_imported(env: &TestEnv) -> (Series, GatewayHandle) {
     (s, gateway)
 }
 
+/// Runs each statement on the test's database, in order: a schema as an earlier version left it.
+async fn run_each(env: &TestEnv, statements: &[impl AsRef<str>]) {
+    for sql in statements.iter().map(AsRef::as_ref) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&env.db)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 /// Imports next week's scan and the first one back again, each with the expected counts.
 async fn next_week_and_back_again_count_as_expected(env: &TestEnv, gateway: &GatewayHandle, s: &Series) {
     assert_eq!(counts(&import(env, gateway, &s.next_week, WEEKS[1]).await), s.expected.next_week);
@@ -160,14 +170,16 @@ async fn the_rescan_migration_keeps_the_findings_a_database_holds() {
     let (s, gateway) = first_scan_imported(&env).await;
     // The database as the previous schema left it: findings packed full, imports without the
     // merge's time, the migration not applied.
-    for sql in [
-        "ALTER TABLE vulnerabilities RESET (fillfactor)",
-        "VACUUM FULL vulnerabilities",
-        "ALTER TABLE imports DROP COLUMN merge_ms, DROP COLUMN merge_kind",
-        "DELETE FROM _sqlx_migrations WHERE version = 20261201000001",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&env.db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    run_each(
+        &env,
+        &[
+            "ALTER TABLE vulnerabilities RESET (fillfactor)",
+            "VACUUM FULL vulnerabilities",
+            "ALTER TABLE imports DROP COLUMN merge_ms, DROP COLUMN merge_kind",
+            "DELETE FROM _sqlx_migrations WHERE version = 20261201000001",
+        ],
+    )
+    .await;
     let before = env.findings_dump().await;
 
     shared::db::MIGRATOR.run(&env.db).await.expect("the migration applies to a database holding findings");
@@ -212,16 +224,18 @@ async fn the_byte_order_migration_keeps_the_findings_and_the_staging_tables_of_i
         format!("ALTER TABLE {table} {}", alters.join(", "))
     };
     let under_way = shared::names::staging_table(Uuid::now_v7());
-    for sql in [
-        default("vulnerabilities", &["tenant", "scanner", "asset", "check_id", "protocol", "cves", "state"]),
-        default("scanner_checks", &["scanner", "check_id"]),
-        default("import_staging_template", &["asset", "check_id", "protocol", "cves"]),
-        format!("CREATE UNLOGGED TABLE {under_way} (LIKE import_staging_template INCLUDING DEFAULTS)"),
-        format!("INSERT INTO {under_way} SELECT * FROM import_staging_template"),
-        "DELETE FROM _sqlx_migrations WHERE version = 20261202000001".to_owned(),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&env.db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    run_each(
+        &env,
+        &[
+            default("vulnerabilities", &["tenant", "scanner", "asset", "check_id", "protocol", "cves", "state"]),
+            default("scanner_checks", &["scanner", "check_id"]),
+            default("import_staging_template", &["asset", "check_id", "protocol", "cves"]),
+            format!("CREATE UNLOGGED TABLE {under_way} (LIKE import_staging_template INCLUDING DEFAULTS)"),
+            format!("INSERT INTO {under_way} SELECT * FROM import_staging_template"),
+            "DELETE FROM _sqlx_migrations WHERE version = 20261202000001".to_owned(),
+        ],
+    )
+    .await;
     let (in_c, keys): (i64, i64) = sqlx::query_as(KEY_COLLATIONS).fetch_one(&env.db).await.unwrap();
     assert_eq!((in_c, keys), (0, 17), "the previous schema's keys are in the database's collation");
     let before = env.findings_dump().await;
@@ -231,6 +245,41 @@ async fn the_byte_order_migration_keeps_the_findings_and_the_staging_tables_of_i
     let (in_c, keys): (i64, i64) = sqlx::query_as(KEY_COLLATIONS).fetch_one(&env.db).await.unwrap();
     assert_eq!((in_c, keys), (17, 17), "every key column compares byte by byte, the import's under way too");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {under_way}"))).execute(&env.db).await.unwrap();
+
+    let _worker = env.worker().await;
+    next_week_and_back_again_count_as_expected(&env, &gateway, &s).await;
+}
+
+/// The findings view's page index, by name, with whether it is valid.
+const PAGE_INDEXES: &str = "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                            WHERE i.indrelid = 'vulnerabilities'::regclass AND NOT i.indisprimary ORDER BY 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_index_migration_keeps_the_findings_and_pages_them_as_before() {
+    let env = TestEnv::start().await;
+    let (s, gateway) = first_scan_imported(&env).await;
+    // The database as the previous schema left it: the page index on the tenant's and the
+    // state's text.
+    run_each(
+        &env,
+        &[
+            "DROP INDEX vulnerabilities_page",
+            "CREATE INDEX vulnerabilities_by_severity ON vulnerabilities (tenant, state, severity, id)",
+            "DELETE FROM _sqlx_migrations WHERE version = 20261203000001",
+        ],
+    )
+    .await;
+    let before = env.findings_dump().await;
+    let (status, listed_before) = gateway.get("/api/findings?state=all&limit=500").await;
+    assert_eq!(status, 200, "{listed_before}");
+
+    shared::db::MIGRATOR.run(&env.db).await.expect("the migration applies to a database holding findings");
+    assert_eq!(env.findings_dump().await, before, "the migration changes no finding");
+    let indexes: Vec<(String, bool)> = sqlx::query_as(PAGE_INDEXES).fetch_all(&env.db).await.unwrap();
+    assert_eq!(indexes, [("vulnerabilities_page".to_owned(), true)]);
+    let (status, listed_after) = gateway.get("/api/findings?state=all&limit=500").await;
+    assert_eq!(status, 200, "{listed_after}");
+    assert_eq!(listed_after, listed_before, "the same page, read through the new index");
 
     let _worker = env.worker().await;
     next_week_and_back_again_count_as_expected(&env, &gateway, &s).await;
