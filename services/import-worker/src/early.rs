@@ -6,6 +6,11 @@
 //! a cancel or a crash still leaves the final tables untouched. When a key turns out to repeat
 //! out of order (the merge would fold it), the transaction is rolled back and the ordinary merge
 //! runs after loading.
+//!
+//! The load stays at most [`LEAD_SLICES`] slices ahead of the writer. The writer is the longer
+//! of the two and runs on one connection; left to itself the load took both cores and finished
+//! first, and the writer then wrote the rest alone while the other core idled. Held back, the
+//! load leaves the writer its core, and little is left to write when the load ends.
 
 use std::{
     sync::{
@@ -17,7 +22,10 @@ use std::{
 
 use shared::events::Summary;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     error::{JobError, Result, StepExt},
@@ -26,6 +34,11 @@ use crate::{
     merge,
     progress::Reporter,
 };
+
+/// Slices the load may have committed that the writer has not finished. With 2 the load
+/// waited so often that a core idled a fifth of the time; with 5 the writer has about 3 s of
+/// writing left when the load ends (one finding per row, 2 cores), and the import ended sooner.
+pub const LEAD_SLICES: u64 = 5;
 
 /// The open merge transaction of a first import.
 pub struct EarlyWriter {
@@ -74,6 +87,7 @@ impl EarlyWriter {
     /// Hands the transaction to a task that writes each slice it is sent.
     pub fn start(self) -> EarlyWrites {
         let (ranges, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+        let (lead, slices_done) = Lead::new();
         let tally = WriterTally::default();
         let fixed = Arc::new(AtomicU64::new(0));
         let abandoned = Arc::new(AtomicBool::new(false));
@@ -107,10 +121,11 @@ impl EarlyWriter {
                     "wrote a slice of findings"
                 );
                 fixed_count.fetch_add(resolved as u64, Ordering::Relaxed);
+                slices_done.send_modify(|done| *done += 1);
             }
             Ok(writer)
         });
-        EarlyWrites { ranges: Some(ranges), task: Some(task), tally, fixed, abandoned }
+        EarlyWrites { ranges: Some(ranges), lead, task: Some(task), tally, fixed, abandoned }
     }
 
     /// Records the scanner checks, marks the import completed with `summary` (what was
@@ -199,9 +214,34 @@ impl Tallied {
     }
 }
 
+/// How many slices the load has handed to the writer that it has not written yet.
+struct Lead {
+    sent: u64,
+    written: watch::Receiver<u64>,
+}
+
+impl Lead {
+    /// A lead of none, and the sender the writer counts its written slices on.
+    fn new() -> (Lead, watch::Sender<u64>) {
+        let (done, written) = watch::channel(0);
+        (Lead { sent: 0, written }, done)
+    }
+
+    fn sent(&mut self) {
+        self.sent += 1;
+    }
+
+    /// Returns once at most `slices` are left to write, or at once when the writer has ended.
+    async fn at_most(&mut self, slices: u64) {
+        let sent = self.sent;
+        let _ = self.written.wait_for(|written| sent.saturating_sub(*written) <= slices).await;
+    }
+}
+
 /// The writer's task, fed with line ranges of committed staging rows.
 pub struct EarlyWrites {
     ranges: Option<mpsc::UnboundedSender<(u64, u64)>>,
+    lead: Lead,
     task: Option<JoinHandle<sqlx::Result<EarlyWriter>>>,
     tally: WriterTally,
     fixed: Arc<AtomicU64>,
@@ -220,9 +260,18 @@ impl EarlyWrites {
     }
 
     /// Writes the staged rows with `after < line <= upto` (committed by then).
-    pub fn write(&self, after: u64, upto: u64) {
+    pub fn write(&mut self, after: u64, upto: u64) {
         if let Some(ranges) = &self.ranges {
             let _ = ranges.send((after, upto));
+            self.lead.sent();
+        }
+    }
+
+    /// Returns once the writer has at most [`LEAD_SLICES`] slices to write (at once when the
+    /// writing was abandoned or its task has ended: [`EarlyWrites::finish`] tells why).
+    pub async fn keep_up(&mut self) {
+        if self.active() {
+            self.lead.at_most(LEAD_SLICES).await;
         }
     }
 
@@ -264,7 +313,24 @@ impl Drop for EarlyWrites {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
+
+    #[test]
+    fn the_load_waits_while_the_writer_is_more_than_its_lead_behind() {
+        let (mut lead, done) = Lead::new();
+        for _ in 0..=LEAD_SLICES {
+            lead.sent();
+        }
+        assert_eq!(lead.at_most(LEAD_SLICES).now_or_never(), None, "one slice too many ahead");
+        done.send_modify(|written| *written += 1);
+        assert_eq!(lead.at_most(LEAD_SLICES).now_or_never(), Some(()), "the writer caught up by one");
+        lead.sent();
+        assert_eq!(lead.at_most(LEAD_SLICES).now_or_never(), None);
+        drop(done);
+        assert_eq!(lead.at_most(LEAD_SLICES).now_or_never(), Some(()), "a writer that ended holds nothing back");
+    }
 
     #[test]
     fn the_writers_pace_is_its_statements_time_not_its_waits() {

@@ -17,6 +17,7 @@ use std::{
 };
 
 use formats::{Format, Limits, ReadError, Row, RowError, ScanReader};
+use futures::FutureExt;
 use shared::events::ErrorDetails;
 use sqlx::PgPool;
 use tokio::{
@@ -201,6 +202,16 @@ pub async fn load(
                 None => {
                     writes.write(written, slice.last_line);
                     written = slice.last_line;
+                    if writes.keep_up().now_or_never().is_none() {
+                        if let Err(err) = reporter.waiting_for_writes(live.counters()).await {
+                            break Err(err);
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => break Err(JobError::Cancelled),
+                            _ = writes.keep_up() => {}
+                        }
+                    }
                 }
                 Some(done) if done.staged.unique => writes.write(written, PAST_LAST_LINE),
                 Some(_) => writes.abandon(),

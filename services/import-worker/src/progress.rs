@@ -322,11 +322,25 @@ impl Reporter {
         if !self.due() {
             return Ok(());
         }
-        let fraction =
-            if self.event.total_bytes == 0 { 1.0 } else { counters.bytes as f64 / self.event.total_bytes as f64 };
         let message = format!("Loading rows: {} read", counters.rows);
-        self.advance(Phase::Loading, fraction, message);
+        self.advance(Phase::Loading, self.load_fraction(counters), message);
         self.publish(false).await
+    }
+
+    /// The load waits for the findings written while it loads to catch up: said at once, so a
+    /// bar that stops moving says why.
+    pub async fn waiting_for_writes(&mut self, counters: Counters) -> Result<()> {
+        if !self.intermediate {
+            return Ok(());
+        }
+        let message = format!("Loading rows: {} read; writing their findings", counters.rows);
+        self.advance(Phase::Loading, self.load_fraction(counters), message);
+        self.last_sent = Some(Instant::now());
+        self.publish(false).await
+    }
+
+    fn load_fraction(&self, counters: Counters) -> f64 {
+        if self.event.total_bytes == 0 { 1.0 } else { counters.bytes as f64 / self.event.total_bytes as f64 }
     }
 
     /// The merge of this import is expected at `pace` (the tenant's last merge of its kind and

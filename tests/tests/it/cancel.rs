@@ -1,4 +1,5 @@
-//! Cancelling: while queued (never runs) and while loading (stops within a batch).
+//! Cancelling: while queued (never runs), while loading (stops within a batch), and while a
+//! first import's load waits for its findings to be written.
 
 use std::time::Duration;
 
@@ -79,4 +80,54 @@ async fn an_import_cancelled_while_loading_leaves_nothing_behind() {
     assert!(!env.staging_exists(id).await, "staging dropped");
     let (status, body) = gateway.post(&format!("/api/imports/{id}/cancel")).await;
     assert_eq!(status, 409, "a second cancel says it has ended: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_waits_for_its_findings_to_be_written_and_a_cancel_still_ends_it() {
+    let env = TestEnv::start().await;
+    let gateway = env.gateway().await;
+    // A slice per batch of staging CSV (1 MiB), so the load is a few slices ahead of the writer
+    // early in the file.
+    let _worker = env.worker_with(|c| c.early_slice_bytes = 1).await;
+    // Every key once, in order (the findings are written while the file loads), about 30 MB.
+    let rows: Vec<files::Row> = (0..300_000).map(|i| files::Row::new(&format!("h{i:06}"), "C1", 443)).collect();
+    let path = env.dir().join("held.csv");
+    std::fs::create_dir_all(env.dir()).unwrap();
+    std::fs::write(&path, files::generic_csv(&rows)).unwrap();
+    // Another session holds the findings table: the first import's writer cannot insert.
+    let mut holder = env.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE vulnerabilities IN SHARE MODE").execute(&mut *holder).await.unwrap();
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+    gateway.upload_path(&path, &[("sessionId", &id.to_string())]).await;
+
+    let waiting = log.wait_for(Duration::from_secs(60), |e| e.message.contains("writing their findings")).await;
+    assert_eq!(waiting.phase, Phase::Loading, "{}", waiting.message);
+    assert!(
+        waiting.bytes_processed * 2 < waiting.total_bytes,
+        "the load stopped a few slices into the file: at byte {} of {}",
+        waiting.bytes_processed,
+        waiting.total_bytes
+    );
+    let writer_waits = env
+        .scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO vulnerabilities%'",
+        )
+        .await;
+    assert_eq!(writer_waits, 1, "the writer waits for the table");
+
+    let (status, _) = gateway.post(&format!("/api/imports/{id}/cancel")).await;
+    assert_eq!(status, 202);
+    let done = log.wait_for(Duration::from_secs(10), |e| e.is_terminal()).await;
+    assert_eq!(done.status, Status::Cancelled);
+    holder.rollback().await.unwrap();
+    assert_eq!(env.scalar("SELECT count(*) FROM vulnerabilities").await, 0, "final tables untouched");
+    for _ in 0..200 {
+        if !env.staging_exists(id).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the staging table of the cancelled import is still there after 10 s");
 }
