@@ -107,10 +107,14 @@ pub struct Reporter {
     load_speedup: f64,
     /// This worker's measure of that speed-up.
     arriving_speedup: Speedup,
-    /// This worker's measure of how much faster the early writer goes once the load is over.
+    /// This worker's measure of how much faster the early writer goes once the load is over or
+    /// waits for it.
     writer_alone_speedup: Speedup,
     /// What the early writer had done when the load ended, and the pace of its statements then.
     writes_at_load_end: Option<(Tallied, Option<f64>)>,
+    /// What the early writer had done when the load first waited for it, and the pace of its
+    /// statements then.
+    writes_at_hold: Option<(Tallied, Option<f64>)>,
 }
 
 impl Reporter {
@@ -147,6 +151,7 @@ impl Reporter {
             arriving_speedup: worker.arriving_speedup.clone(),
             writer_alone_speedup: worker.writer_alone_speedup.clone(),
             writes_at_load_end: None,
+            writes_at_hold: None,
             shown_progress: 0.0,
         }
     }
@@ -230,9 +235,19 @@ impl Reporter {
         }
     }
 
-    /// Findings per second expected once an early-writing load is over (see [`early_tail_pace`]).
+    /// Findings per second expected once an early-writing load is over: the pace since the load
+    /// first waited for the writer, else as [`early_tail_pace`] says.
     fn early_tail_pace(&self) -> f64 {
-        early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second())
+        self.held_pace().unwrap_or_else(|| {
+            early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second())
+        })
+    }
+
+    /// The pace of the early writer's statements since the load first waited for it: from then
+    /// on the writer sets the pace, and no longer shares the machine with a load running ahead.
+    fn held_pace(&self) -> Option<f64> {
+        let (held, _) = self.writes_at_hold?;
+        self.early.as_ref()?.now().rate_since(held)
     }
 
     /// The pace of the early writer's statements: since the file became whole once measured
@@ -254,13 +269,19 @@ impl Reporter {
         Some(if self.arriving.is_some() && !since_whole { rate * WRITER_ARRIVING_SPEEDUP } else { rate })
     }
 
-    /// The early writer has written its last finding: its pace after the load over its pace
-    /// while the file loaded is what this worker expects of the next first import.
+    /// The early writer has written its last finding: its pace once the load no longer ran
+    /// beside it (from the load's first wait for it, else from the load's end) over its pace
+    /// before is what this worker expects of the next first import.
     pub fn early_writes_done(&self) {
-        let (Some((at_load_end, Some(before))), Some(writer)) = (self.writes_at_load_end, &self.early) else { return };
-        if let Some(after) = writer.now().rate_since(at_load_end) {
+        let (Some((alone_from, Some(before))), Some(writer)) =
+            (self.writes_at_hold.or(self.writes_at_load_end), &self.early)
+        else {
+            return;
+        };
+        if let Some(after) = writer.now().rate_since(alone_from) {
             self.writer_alone_speedup.observe(before, after);
-            tracing::debug!(before, after, "the early writer's pace while the file loaded and after");
+            let held = self.writes_at_hold.is_some();
+            tracing::debug!(before, after, held, "the early writer's pace beside the load and once alone");
         }
     }
 
@@ -330,6 +351,10 @@ impl Reporter {
     /// The load waits for the findings written while it loads to catch up: said at once, so a
     /// bar that stops moving says why.
     pub async fn waiting_for_writes(&mut self, counters: Counters) -> Result<()> {
+        if self.writes_at_hold.is_none() {
+            self.writes_at_hold =
+                self.early.as_ref().map(|writer| (writer.now(), self.statement_pace().map(|(rate, _)| rate)));
+        }
         if !self.intermediate {
             return Ok(());
         }
@@ -447,6 +472,12 @@ impl Reporter {
             // ahead of the rows loaded), the statement under way included, and the rest faster
             // once the parser no longer shares the machine.
             let written = writer.inserted() as f64;
+            if let Some(pace) = self.held_pace() {
+                // The load waits for the writer: what is left is the writer's, at its pace since.
+                let under_way = writer.under_way().unwrap_or_default().as_secs_f64();
+                let writes = held_writes_secs(staged_expected - written, pace, under_way);
+                return Some(round1(writes.max(load_left) + EARLY_COMMIT_SECS));
+            }
             let at_load_end = match self.writer_pace() {
                 Some(pace) => {
                     let under_way = writer.under_way().unwrap_or_default().as_secs_f64();
@@ -556,6 +587,12 @@ fn early_tail_pace(while_loading: Option<f64>, speedup: f64, load_rows_per_secon
     }
 }
 
+/// Seconds the early writer needs for the `findings` left at `pace`, the statement under way
+/// for `under_way` seconds already (its findings are counted when it ends).
+fn held_writes_secs(findings: f64, pace: f64, under_way: f64) -> f64 {
+    (findings / pace - under_way).max(0.0)
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -571,6 +608,13 @@ pub fn completion_message(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_load_waits_for_the_findings_left_at_the_writers_pace() {
+        assert_eq!(held_writes_secs(100_000.0, 50_000.0, 0.0), 2.0);
+        assert_eq!(held_writes_secs(100_000.0, 50_000.0, 0.5), 1.5, "the statement under way is half a second in");
+        assert_eq!(held_writes_secs(10_000.0, 50_000.0, 0.5), 0.0, "never below nothing");
+    }
 
     #[test]
     fn the_writes_after_a_load_are_expected_faster_than_while_it_ran_once_some_are_written() {
