@@ -159,6 +159,7 @@ pub struct Written {
 #[derive(Debug, Clone, Default)]
 pub struct WriterTally {
     inserted: Arc<AtomicU64>,
+    slices: Arc<AtomicU64>,
     busy_nanos: Arc<AtomicU64>,
     under_way: Arc<Mutex<Option<Instant>>>,
 }
@@ -171,7 +172,11 @@ impl WriterTally {
 
     /// The counts now.
     pub fn now(&self) -> Tallied {
-        Tallied { inserted: self.inserted(), busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)) }
+        Tallied {
+            inserted: self.inserted(),
+            slices: self.slices.load(Ordering::Relaxed),
+            busy: Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed)),
+        }
     }
 
     /// How long the statement under way has run, if one is.
@@ -188,6 +193,7 @@ impl WriterTally {
     fn record(&self, inserted: u64, took: Duration) {
         self.busy_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.inserted.fetch_add(inserted, Ordering::Relaxed);
+        self.slices.fetch_add(1, Ordering::Relaxed);
         *self.under_way.lock().expect("the tally's lock is never poisoned") = None;
     }
 }
@@ -197,6 +203,8 @@ impl WriterTally {
 pub struct Tallied {
     /// Findings inserted.
     pub inserted: u64,
+    /// Slices written.
+    pub slices: u64,
     /// Time the statements that inserted them took.
     pub busy: Duration,
 }
@@ -211,6 +219,11 @@ impl Tallied {
     pub fn rate_since(&self, earlier: Tallied) -> Option<f64> {
         let busy = self.busy.saturating_sub(earlier.busy);
         (busy >= Self::MIN_BUSY).then(|| self.inserted.saturating_sub(earlier.inserted) as f64 / busy.as_secs_f64())
+    }
+
+    /// Findings per slice written so far, once one is.
+    pub fn per_slice(&self) -> Option<f64> {
+        (self.slices > 0).then(|| self.inserted as f64 / self.slices as f64)
     }
 }
 
@@ -345,6 +358,7 @@ mod tests {
         let first = tally.now();
         tally.record(20_000, Duration::from_millis(300));
         assert_eq!(tally.inserted(), 30_000);
+        assert_eq!(tally.now().per_slice(), Some(15_000.0), "two slices");
         assert_eq!(tally.now().rate_since(start), Some(60_000.0));
         assert!((tally.now().rate_since(first).unwrap() - 66_666.67).abs() < 0.01, "the pace since a reading");
     }

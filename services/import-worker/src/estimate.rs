@@ -1,5 +1,6 @@
 //! How long an import's merge will take, for its ETA: what the tenant's last merge of the same
-//! kind and format took, else what this worker measured, else a default per kind of merge,
+//! kind and format took, else its last merge of a kind that stands in for it (a repeat for a
+//! rescan, a rescan for a repeat), else what this worker measured, else a default per kind of merge,
 //! given as a multiple of the import's own load rate (a ratio carries from one machine to
 //! another; a rate in rows per second does not).
 
@@ -49,13 +50,32 @@ impl MergeKind {
         }
     }
 
+    /// The kind whose last merge stands in for this kind's when the tenant has none of this
+    /// kind yet, and how many times faster this kind merges the same file: a rescan and a repeat
+    /// both compare every finding, and a rescan then rewrites every finding seen
+    /// ([`RESCAN_PER_REPEAT`]). A first import's merge is what is left of its writes after the
+    /// load, which says nothing of the others'.
+    fn stand_in(self) -> Option<(MergeKind, f64)> {
+        match self {
+            MergeKind::First => None,
+            MergeKind::Repeat => Some((MergeKind::Rescan, RESCAN_PER_REPEAT)),
+            MergeKind::Rescan => Some((MergeKind::Repeat, 1.0 / RESCAN_PER_REPEAT)),
+        }
+    }
+
     fn index(self) -> usize {
         Self::ALL.iter().position(|k| *k == self).expect("every kind is listed")
     }
 }
 
+/// How many times longer a weekly rescan's merge took than an identical re-import's of the same
+/// findings just before it: 2.2–3.0 (median 2.5) over eleven pairs of million-row imports of two
+/// shapes on three 2-core machines (`docs/benchmarks.md`).
+const RESCAN_PER_REPEAT: f64 = 2.5;
+
 /// The kind of merge an import of `tenant`'s `format` export dated `scan_date` will run, and
-/// the rate (rows per second) of the tenant's last merge of that kind and format, when known.
+/// the rate (rows per second) of the tenant's last merge of that kind and format, else of the
+/// kind that stands in for it (scaled to this kind), when known.
 pub async fn expect(
     db: &PgPool,
     tenant: &str,
@@ -78,17 +98,23 @@ pub async fn expect(
         (true, false) => MergeKind::Repeat,
         (true, true) => MergeKind::Rescan,
     };
-    let rate = sqlx::query_scalar(
-        "SELECT total_rows * 1000.0::float8 / greatest(merge_ms, 1) FROM imports
-         WHERE tenant = $1 AND format = $2 AND merge_kind = $3 AND status = 'completed'
+    // The last merge of this kind, else of the kind it translates from.
+    let last: Option<(String, f64)> = sqlx::query_as(
+        "SELECT merge_kind, total_rows * 1000.0::float8 / greatest(merge_ms, 1) FROM imports
+         WHERE tenant = $1 AND format = $2 AND merge_kind = ANY ($3) AND status = 'completed'
            AND merge_ms IS NOT NULL AND total_rows >= 10000
-         ORDER BY finished_at DESC LIMIT 1",
+         ORDER BY merge_kind = $4 DESC, finished_at DESC LIMIT 1",
     )
     .bind(tenant)
     .bind(format)
+    .bind(std::iter::once(kind).chain(kind.stand_in().map(|(other, _)| other)).map(MergeKind::as_str).collect::<Vec<_>>())
     .bind(kind.as_str())
     .fetch_optional(db)
     .await?;
+    let rate = last.map(|(of, rate)| match kind.stand_in() {
+        Some((other, faster)) if of == other.as_str() => rate * faster,
+        _ => rate,
+    });
     Ok((kind, rate))
 }
 
@@ -219,6 +245,14 @@ pub const ARRIVING_SPEEDUP: f64 = 1.6;
 /// benchmark) the writer had shared it with the parser and the upload, and it was 1.38–2.34
 /// (median 1.9) over ten million-row first imports of two shapes (`docs/benchmarks.md`).
 pub const WRITER_ALONE_SPEEDUP: f64 = 1.9;
+
+/// How much faster the early writer's last slices go, once the load is over, than its
+/// statements since the load first waited for it, when nothing is measured yet: the load still
+/// parses and copies a slice each time the writer ends one, and the last slices (at most
+/// [`crate::early::LEAD_SLICES`] and the file's end) have the machine to themselves. 0.83–1.54
+/// (median 1.41) over five million-row first imports on a 2-core machine, and about 1.5 on
+/// another (`docs/benchmarks.md`).
+pub const WRITER_TAIL_SPEEDUP: f64 = 1.4;
 
 /// How much faster something this worker does ran after what shared the machine with it ended,
 /// as last measured (its pace after over its pace before), else a default. A worker on a

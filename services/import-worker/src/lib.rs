@@ -91,6 +91,9 @@ pub struct Worker {
     arriving_speedup: estimate::Speedup,
     /// How much faster the last first import's findings were written once its load was over.
     writer_alone_speedup: estimate::Speedup,
+    /// How much faster the last first import's last slices were written, once its load was
+    /// over, than while the load waited for the writer.
+    writer_tail_speedup: estimate::Speedup,
     /// `/healthz`, `/readyz` and `/metrics`.
     ops: ops::Ops,
 }
@@ -129,6 +132,7 @@ impl Worker {
             merge_rates: estimate::MergeRates::default(),
             arriving_speedup: estimate::Speedup::new(estimate::ARRIVING_SPEEDUP),
             writer_alone_speedup: estimate::Speedup::new(estimate::WRITER_ALONE_SPEEDUP),
+            writer_tail_speedup: estimate::Speedup::new(estimate::WRITER_TAIL_SPEEDUP),
             ops,
         })
     }

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 
 use crate::{
     Worker,
-    early::{Tallied, WriterTally},
+    early::{LEAD_SLICES, Tallied, WriterTally},
     error::{JobError, Result, StepExt},
     estimate::{MergeKind, MergePace, SlicedPace, Speedup},
     fence::Fence,
@@ -110,6 +110,9 @@ pub struct Reporter {
     /// This worker's measure of how much faster the early writer goes once the load is over or
     /// waits for it.
     writer_alone_speedup: Speedup,
+    /// This worker's measure of how much faster the early writer's last slices go once a load
+    /// that waited for it is over.
+    writer_tail_speedup: Speedup,
     /// What the early writer had done when the load ended, and the pace of its statements then.
     writes_at_load_end: Option<(Tallied, Option<f64>)>,
     /// What the early writer had done when the load first waited for it, and the pace of its
@@ -150,6 +153,7 @@ impl Reporter {
             load_speedup: 1.0,
             arriving_speedup: worker.arriving_speedup.clone(),
             writer_alone_speedup: worker.writer_alone_speedup.clone(),
+            writer_tail_speedup: worker.writer_tail_speedup.clone(),
             writes_at_load_end: None,
             writes_at_hold: None,
             shown_progress: 0.0,
@@ -236,18 +240,25 @@ impl Reporter {
     }
 
     /// Findings per second expected once an early-writing load is over: the pace since the load
-    /// first waited for the writer, else as [`early_tail_pace`] says.
+    /// first waited for the writer, faster by this worker's measure of the last slices'
+    /// speed-up; else as [`early_tail_pace`] says.
     fn early_tail_pace(&self) -> f64 {
-        self.held_pace().unwrap_or_else(|| {
-            early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second())
-        })
+        match self.held_pace() {
+            Some(pace) => pace * self.writer_tail_speedup.expected(),
+            None => early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second()),
+        }
     }
 
-    /// The pace of the early writer's statements since the load first waited for it: from then
-    /// on the writer sets the pace, and no longer shares the machine with a load running ahead.
+    /// The pace of the early writer's statements from the load's first wait for it to the
+    /// load's end (or to now, while it loads): from then on the writer sets the pace, and no
+    /// longer shares the machine with a load running ahead.
     fn held_pace(&self) -> Option<f64> {
         let (held, _) = self.writes_at_hold?;
-        self.early.as_ref()?.now().rate_since(held)
+        let until = match self.writes_at_load_end {
+            Some((ended, _)) => ended,
+            None => self.early.as_ref()?.now(),
+        };
+        until.rate_since(held)
     }
 
     /// The pace of the early writer's statements: since the file became whole once measured
@@ -282,6 +293,13 @@ impl Reporter {
             self.writer_alone_speedup.observe(before, after);
             let held = self.writes_at_hold.is_some();
             tracing::debug!(before, after, held, "the early writer's pace beside the load and once alone");
+        }
+        // A load that waited for the writer: its last slices' pace over the pace while it waited.
+        if let (Some(held), Some((ended, _))) = (self.held_pace(), self.writes_at_load_end)
+            && let Some(tail) = writer.now().rate_since(ended)
+        {
+            self.writer_tail_speedup.observe(held, tail);
+            tracing::debug!(held, tail, "the early writer's pace while the load waited for it and after the load");
         }
     }
 
@@ -473,9 +491,17 @@ impl Reporter {
             // once the parser no longer shares the machine.
             let written = writer.inserted() as f64;
             if let Some(pace) = self.held_pace() {
-                // The load waits for the writer: what is left is the writer's, at its pace since.
+                // The load waits for the writer: what is left is the writer's, at its pace since,
+                // but for the slices still to write once the load is over, which go faster.
                 let under_way = writer.under_way().unwrap_or_default().as_secs_f64();
-                let writes = held_writes_secs(staged_expected - written, pace, under_way);
+                let per_slice = writer.now().per_slice().unwrap_or_default();
+                let writes = held_writes_secs(
+                    staged_expected - written,
+                    per_slice * (LEAD_SLICES + 1) as f64,
+                    pace,
+                    self.writer_tail_speedup.expected(),
+                    under_way,
+                );
                 return Some(round1(writes.max(load_left) + EARLY_COMMIT_SECS));
             }
             let at_load_end = match self.writer_pace() {
@@ -587,10 +613,13 @@ fn early_tail_pace(while_loading: Option<f64>, speedup: f64, load_rows_per_secon
     }
 }
 
-/// Seconds the early writer needs for the `findings` left at `pace`, the statement under way
-/// for `under_way` seconds already (its findings are counted when it ends).
-fn held_writes_secs(findings: f64, pace: f64, under_way: f64) -> f64 {
-    (findings / pace - under_way).max(0.0)
+/// Seconds the early writer needs for the `findings` left, the statement under way for
+/// `under_way` seconds already (its findings are counted when it ends): the last `tail` of them
+/// once the load is over, at `pace` times `tail_speedup`, the rest before at `pace`.
+fn held_writes_secs(findings: f64, tail: f64, pace: f64, tail_speedup: f64, under_way: f64) -> f64 {
+    let tail = tail.clamp(0.0, findings.max(0.0));
+    let before = (findings - tail) / pace;
+    (before + tail / (pace * tail_speedup) - under_way).max(0.0)
 }
 
 fn round1(v: f64) -> f64 {
@@ -610,10 +639,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_load_waits_for_the_findings_left_at_the_writers_pace() {
-        assert_eq!(held_writes_secs(100_000.0, 50_000.0, 0.0), 2.0);
-        assert_eq!(held_writes_secs(100_000.0, 50_000.0, 0.5), 1.5, "the statement under way is half a second in");
-        assert_eq!(held_writes_secs(10_000.0, 50_000.0, 0.5), 0.0, "never below nothing");
+    fn a_held_load_waits_for_the_findings_left_at_the_writers_pace_and_its_last_slices_faster() {
+        assert_eq!(held_writes_secs(100_000.0, 0.0, 50_000.0, 2.0, 0.0), 2.0, "no tail");
+        assert_eq!(held_writes_secs(100_000.0, 0.0, 50_000.0, 2.0, 0.5), 1.5, "the statement under way is half a second in");
+        assert_eq!(held_writes_secs(10_000.0, 0.0, 50_000.0, 2.0, 0.5), 0.0, "never below nothing");
+        assert_eq!(held_writes_secs(200_000.0, 100_000.0, 50_000.0, 2.0, 0.0), 3.0, "2 s before the load ends, 1 s after");
+        assert_eq!(held_writes_secs(50_000.0, 100_000.0, 50_000.0, 2.0, 0.0), 0.5, "all of it in the tail");
     }
 
     #[test]

@@ -83,6 +83,42 @@ async fn a_weekly_series_gives_exactly_the_expected_lifecycle_counts() {
     assert_eq!(seen_last, e.first.new, "the findings seen in the last scan carry its date");
 }
 
+/// Imports `path` with `scan_date`, and returns the ETA of its merge's first event (its counts
+/// checked against `expected`).
+async fn merge_eta(env: &TestEnv, gateway: &GatewayHandle, path: &Path, scan_date: &str, expected: Counts) -> f64 {
+    let id = Uuid::now_v7();
+    let log = env.watch(id).await;
+    let (status, body) = gateway.upload_path(path, &[("sessionId", &id.to_string()), ("scanDate", scan_date)]).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(counts(&env.wait_for_terminal(id, LIMIT).await), expected);
+    let first = log.wait_for(LIMIT, |e| e.phase == Phase::Processing && e.message == "Deduplicating rows").await;
+    first.eta_seconds.expect("a merge's events carry an ETA")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescans_eta_starts_from_the_tenants_last_rescan_else_from_its_last_repeat() {
+    let env = TestEnv::start().await;
+    let s = series(&env, 3_000, 30);
+    let gateway = env.gateway().await;
+    let _worker = env.worker().await;
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.first);
+    assert_eq!(counts(&import(&env, &gateway, &s.first, WEEKS[0]).await), s.expected.identical);
+    // Merges far slower than any this test runs, so their ETAs stand out: the repeat merged 10
+    // rows a second, and a rescan is expected at 2.5 times less.
+    run_each(&env, &["UPDATE imports SET total_rows = 10000, merge_ms = 1000000 WHERE merge_kind = 'repeat'"]).await;
+    let rows = s.expected.next_week.rows as f64;
+    let eta = merge_eta(&env, &gateway, &s.next_week, WEEKS[1], s.expected.next_week).await;
+    let from_repeat = rows / (10.0 / 2.5);
+    assert!((eta - from_repeat).abs() < 0.05 * from_repeat, "ETA {eta} s, expected about {from_repeat} s");
+
+    // Once the tenant has a rescan of its own, that one counts: 100 rows a second.
+    run_each(&env, &["UPDATE imports SET total_rows = 10000, merge_ms = 100000 WHERE merge_kind = 'rescan'"]).await;
+    let rows = s.expected.back_again.rows as f64;
+    let eta = merge_eta(&env, &gateway, &s.first, WEEKS[2], s.expected.back_again).await;
+    let from_rescan = rows / 100.0;
+    assert!((eta - from_rescan).abs() < 0.05 * from_rescan, "ETA {eta} s, expected about {from_rescan} s");
+}
+
 /// Imports the first file, then starts next week's in a worker that pauses before each merge
 /// step, and returns the findings as they were before it with the session id.
 async fn rescan_paused_in_the_merge(env: &TestEnv, gateway: &GatewayHandle, s: &Series) -> (Vec<String>, Uuid) {
