@@ -68,9 +68,9 @@ impl MergeKind {
     }
 }
 
-/// How many times longer a weekly rescan's merge took than an identical re-import's of the same
-/// findings just before it: 2.2–3.0 (median 2.5) over eleven pairs of million-row imports of two
-/// shapes on three 2-core machines (`docs/benchmarks.md`).
+/// How many times longer a weekly rescan's merge took than the identical re-import's before it,
+/// of the same findings: 2.1–3.2 (median 2.55) over eighteen rescans of million-row files of two
+/// shapes on two 2-core machines (`docs/benchmarks.md`).
 const RESCAN_PER_REPEAT: f64 = 2.5;
 
 /// The kind of merge an import of `tenant`'s `format` export dated `scan_date` will run, and
@@ -107,7 +107,9 @@ pub async fn expect(
     )
     .bind(tenant)
     .bind(format)
-    .bind(std::iter::once(kind).chain(kind.stand_in().map(|(other, _)| other)).map(MergeKind::as_str).collect::<Vec<_>>())
+    .bind(
+        std::iter::once(kind).chain(kind.stand_in().map(|(other, _)| other)).map(MergeKind::as_str).collect::<Vec<_>>(),
+    )
     .bind(kind.as_str())
     .fetch_optional(db)
     .await?;

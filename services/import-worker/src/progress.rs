@@ -245,7 +245,9 @@ impl Reporter {
     fn early_tail_pace(&self) -> f64 {
         match self.held_pace() {
             Some(pace) => pace * self.writer_tail_speedup.expected(),
-            None => early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second()),
+            None => {
+                early_tail_pace(self.writer_pace(), self.writer_alone_speedup.expected(), self.alone_rows_per_second())
+            }
         }
     }
 
@@ -641,9 +643,17 @@ mod tests {
     #[test]
     fn a_held_load_waits_for_the_findings_left_at_the_writers_pace_and_its_last_slices_faster() {
         assert_eq!(held_writes_secs(100_000.0, 0.0, 50_000.0, 2.0, 0.0), 2.0, "no tail");
-        assert_eq!(held_writes_secs(100_000.0, 0.0, 50_000.0, 2.0, 0.5), 1.5, "the statement under way is half a second in");
+        assert_eq!(
+            held_writes_secs(100_000.0, 0.0, 50_000.0, 2.0, 0.5),
+            1.5,
+            "the statement under way is half a second in"
+        );
         assert_eq!(held_writes_secs(10_000.0, 0.0, 50_000.0, 2.0, 0.5), 0.0, "never below nothing");
-        assert_eq!(held_writes_secs(200_000.0, 100_000.0, 50_000.0, 2.0, 0.0), 3.0, "2 s before the load ends, 1 s after");
+        assert_eq!(
+            held_writes_secs(200_000.0, 100_000.0, 50_000.0, 2.0, 0.0),
+            3.0,
+            "2 s before the load ends, 1 s after"
+        );
         assert_eq!(held_writes_secs(50_000.0, 100_000.0, 50_000.0, 2.0, 0.0), 0.5, "all of it in the tail");
     }
 
